@@ -1,0 +1,2 @@
+//! outcore-convert
+#![forbid(unsafe_code)]

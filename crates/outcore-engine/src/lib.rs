@@ -1,0 +1,2 @@
+//! outcore-engine
+#![forbid(unsafe_code)]

@@ -1,0 +1,12 @@
+//! outcore-format: bytes on disk <-> typed, zero-copy views. No math lives here.
+//!
+//! Data flow: file -> [`mapping::Mapping`] -> [`gguf::GgufFile`] / [`safetensors`] -> [`TensorView`].
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+pub mod ggml_type;
+pub mod gguf;
+pub mod tensor;
+
+pub use ggml_type::{GgmlType, QK_K};
+pub use gguf::value::{Array, Metadata, MetadataError, Value, ValueType};
+pub use tensor::TensorView;

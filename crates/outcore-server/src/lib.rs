@@ -1,0 +1,2 @@
+//! outcore-server
+#![forbid(unsafe_code)]
