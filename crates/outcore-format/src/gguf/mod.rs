@@ -1,2 +1,5 @@
 //! GGUF (v2, v3): reader with strict validation, streaming writer.
+pub mod reader;
 pub mod value;
+
+pub use reader::{GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC};
