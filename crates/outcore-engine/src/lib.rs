@@ -1,2 +1,4 @@
 //! outcore-engine
 #![forbid(unsafe_code)]
+
+pub mod memory;
