@@ -190,7 +190,7 @@ fn writer_round_trips_demo_model() {
         assert_eq!(a.bytes, b.bytes, "{}", a.name);
     }
     assert!(
-        &copy.mapping()[..] == &src.mapping()[..],
+        copy.mapping()[..] == src.mapping()[..],
         "writer output differs from the original bytes"
     );
 
