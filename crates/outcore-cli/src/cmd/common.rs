@@ -1,0 +1,160 @@
+//! Flags shared by the commands that open a model (llama.cpp spellings where they exist).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use outcore_engine::kv_cache::CacheType;
+use outcore_engine::model::{LoadOptions, Model};
+use outcore_engine::sampler::SamplingParams;
+use outcore_format::mapping::LoadMode;
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a .gguf file or a Hugging Face directory (config.json + safetensors).
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Context size in tokens (KV cache positions). Default: 4096 or the model's training context, whichever is smaller.
+    #[arg(short = 'c', long = "ctx-size")]
+    pub ctx_size: Option<usize>,
+    /// Compute threads (default: all cores).
+    #[arg(short = 't', long = "threads")]
+    pub threads: Option<usize>,
+    /// How to load the weights: mmap (default, zero-copy), read (into RAM), mlock (mmap and lock).
+    #[arg(long = "load", default_value = "mmap")]
+    pub load: String,
+    /// Lock the model in RAM (same as --load mlock).
+    #[arg(long = "mlock")]
+    pub mlock: bool,
+    /// Read the model into RAM instead of mapping it (same as --load read).
+    #[arg(long = "no-mmap")]
+    pub no_mmap: bool,
+    /// KV cache type: f16 (llama.cpp's default) or f32.
+    #[arg(long = "cache-type", alias = "ctk", default_value = "f16")]
+    pub cache_type: String,
+    /// Chat template override: a built-in name (chatml, llama2, llama3, mistral, zephyr) or Jinja source.
+    #[arg(long = "chat-template")]
+    pub chat_template: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn load_mode(&self) -> Result<LoadMode> {
+        if self.mlock && self.no_mmap {
+            bail!("--mlock and --no-mmap cannot be combined");
+        }
+        if self.mlock {
+            return Ok(LoadMode::Mlock);
+        }
+        if self.no_mmap {
+            return Ok(LoadMode::Read);
+        }
+        self.load.parse::<LoadMode>().map_err(|e| anyhow::anyhow!("--load: {e}"))
+    }
+
+    pub fn options(&self) -> Result<LoadOptions> {
+        let cache_type: CacheType = self.cache_type.parse().map_err(|e: String| anyhow::anyhow!("--cache-type: {e}"))?;
+        let mut o = LoadOptions { load: self.load_mode()?, cache_type, chat_template: self.chat_template.clone(), ..Default::default() };
+        if let Some(t) = self.threads {
+            if t == 0 {
+                bail!("-t/--threads must be at least 1");
+            }
+            o.n_threads = t;
+        }
+        Ok(o)
+    }
+
+    pub fn open(&self) -> Result<Model> {
+        let opts = self.options()?;
+        Model::load(&self.model, &opts).with_context(|| format!("cannot load model {}", self.model.display()))
+    }
+
+    /// The context size to use for `model`.
+    pub fn n_ctx(&self, model: &Model) -> Result<usize> {
+        match self.ctx_size {
+            Some(0) => bail!("-c/--ctx-size must be at least 1"),
+            Some(c) => Ok(c),
+            None => Ok(model.config.n_ctx_train.clamp(1, 4096)),
+        }
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Temperature; 0 means greedy.
+    #[arg(long = "temp", default_value_t = 0.8)]
+    pub temp: f32,
+    /// Top-k (0 disables).
+    #[arg(long = "top-k", default_value_t = 40)]
+    pub top_k: usize,
+    /// Top-p (1.0 disables).
+    #[arg(long = "top-p", default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Min-p (0.0 disables).
+    #[arg(long = "min-p", default_value_t = 0.05)]
+    pub min_p: f32,
+    /// Repetition penalty (1.0 disables).
+    #[arg(long = "repeat-penalty", default_value_t = 1.0)]
+    pub repeat_penalty: f32,
+    /// Tokens the repetition penalty looks back over.
+    #[arg(long = "repeat-last-n", default_value_t = 64)]
+    pub repeat_last_n: usize,
+    /// RNG seed (same seed, same output).
+    #[arg(short = 's', long = "seed", default_value_t = 0x5eed)]
+    pub seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> Result<SamplingParams> {
+        if !self.temp.is_finite() || self.temp < 0.0 {
+            bail!("--temp must be a finite number >= 0");
+        }
+        if !(0.0..=1.0).contains(&self.top_p) {
+            bail!("--top-p must be in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.min_p) {
+            bail!("--min-p must be in [0, 1]");
+        }
+        if !self.repeat_penalty.is_finite() || self.repeat_penalty <= 0.0 {
+            bail!("--repeat-penalty must be > 0");
+        }
+        Ok(SamplingParams {
+            temperature: self.temp,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repeat_penalty: self.repeat_penalty,
+            repeat_last_n: self.repeat_last_n,
+            seed: self.seed,
+        })
+    }
+}
+
+/// Parses "1,2,3" into token ids.
+pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
+    s.split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|x| !x.is_empty())
+        .map(|x| x.parse::<u32>().with_context(|| format!("--ids: `{x}` is not a token id")))
+        .collect()
+}
+
+/// The prompt's token ids: from --ids, or the text tokenized with the model's tokenizer.
+pub fn prompt_ids(model: &Model, text: Option<&str>, ids: Option<&str>, parse_special: bool) -> Result<Vec<u32>> {
+    let ids = match (text, ids) {
+        (Some(_), Some(_)) => bail!("give either a prompt or --ids, not both"),
+        (None, Some(ids)) => parse_ids(ids)?,
+        (Some(text), None) => {
+            let tok = model
+                .tokenizer()
+                .context("this model has no tokenizer (no tokenizer.json / tokenizer metadata); pass token ids with --ids")?;
+            tok.encode(text, true, parse_special)
+        }
+        (None, None) => bail!("no prompt: give -p PROMPT, -f FILE or --ids 1,2,3"),
+    };
+    if ids.is_empty() {
+        bail!("the prompt is empty (0 tokens)");
+    }
+    if let Some(&bad) = ids.iter().find(|&&t| t as usize >= model.config.n_vocab) {
+        bail!("token id {bad} is out of range (vocabulary of {})", model.config.n_vocab);
+    }
+    Ok(ids)
+}

@@ -1,0 +1,6 @@
+//! One file per subcommand.
+pub mod chat;
+pub mod common;
+pub mod logits;
+pub mod perplexity;
+pub mod run;

@@ -1,0 +1,338 @@
+//! The llama-family forward pass (llama, mistral, qwen2), with llama.cpp's numerics:
+//! activations quantized to the weight's vec-dot type inside `matmul`, F16 KV cache by default
+//! (q and the attention weights rounded to f16 exactly where ggml converts them), ggml's RMSNorm,
+//! RoPE and softmax arithmetic.
+
+use half::f16;
+use outcore_format::{GgmlType, TensorView};
+use rayon::prelude::*;
+
+use crate::config::{ModelConfig, RopeStyle};
+use crate::error::{EngineError, Result};
+use crate::kv_cache::{KvCache, KvRows};
+use crate::weights::{WRef, Weights};
+
+/// Per-call activation buffers; reused across calls (sized for the largest batch seen).
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,     // [n, d]   residual stream
+    xn: Vec<f32>,    // [n, d]   normed
+    q: Vec<f32>,     // [n, q_dim]
+    k: Vec<f32>,     // [n, kv_dim]
+    v: Vec<f32>,     // [n, kv_dim]
+    att: Vec<f32>,   // [n, q_dim] attention output (heads concatenated)
+    proj: Vec<f32>,  // [n, d]   attention / ffn output projection
+    gate: Vec<f32>,  // [n, ff]
+    up: Vec<f32>,    // [n, ff]
+    rows: Vec<f32>,  // [rows, d] final normed rows whose logits are wanted
+}
+
+fn grow(v: &mut Vec<f32>, n: usize) {
+    if v.len() < n {
+        v.resize(n, 0.0);
+    }
+}
+
+/// One sequence's part of a batch: its cache, its first position, its tokens.
+pub struct SeqBatch<'a> {
+    pub kv: &'a mut KvCache,
+    pub pos: usize,
+    pub tokens: &'a [u32],
+    /// Whether logits are wanted for every token of this sequence (else only its last).
+    pub all_logits: bool,
+}
+
+/// Access to the bytes behind a `WRef`.
+pub trait WeightBytes: Sync {
+    fn bytes(&self, w: &WRef) -> &[u8];
+    /// Called before layer `l` is computed and after it is done (residency management).
+    fn before_layer(&self, _l: usize) {}
+    fn after_layer(&self, _l: usize) {}
+}
+
+fn view<'a, B: WeightBytes + ?Sized>(src: &'a B, w: &'a WRef) -> TensorView<'a> {
+    TensorView { name: "", ty: w.ty, shape: &w.ne, bytes: src.bytes(w) }
+}
+
+fn matmul<B: WeightBytes + ?Sized>(src: &B, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+    let rows = w.ne[1] as usize;
+    outcore_kernels::matmul::matmul(&view(src, w), &x[..n * w.ne[0] as usize], n, &mut out[..n * rows])
+        .map_err(|e| EngineError::Kernel(e.to_string()))
+}
+
+/// A weight vector (norm or bias) as f32.
+fn vector<B: WeightBytes + ?Sized>(src: &B, w: &WRef, out: &mut Vec<f32>) -> Result<()> {
+    out.resize(w.ne[0] as usize, 0.0);
+    outcore_kernels::dequantize_row(w.ty, src.bytes(w), out).map_err(|e| EngineError::Kernel(e.to_string()))
+}
+
+/// ggml_rms_norm followed by ggml_mul with the weight.
+fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let mut sum = 0.0f64;
+    for &v in x {
+        sum += (v * v) as f64;
+    }
+    let mean = (sum / x.len() as f64) as f32;
+    let scale = 1.0f32 / (mean + eps).sqrt();
+    for ((o, &v), &g) in out.iter_mut().zip(x).zip(w) {
+        *o = (v * scale) * g;
+    }
+}
+
+/// RoPE on one head in place, computing angles the way ggml's rope cache does.
+fn rope(x: &mut [f32], pos: usize, n_dims: usize, base: f32, freq_scale: f32, style: RopeStyle) {
+    let theta_scale = base.powf(-2.0 / n_dims as f32);
+    let mut theta = pos as f32;
+    for i0 in (0..n_dims).step_by(2) {
+        let t = freq_scale * theta;
+        let (sin, cos) = t.sin_cos();
+        let (a, b) = match style {
+            RopeStyle::Interleaved => (i0, i0 + 1),
+            RopeStyle::Neox => (i0 / 2, i0 / 2 + n_dims / 2),
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0 * cos - x1 * sin;
+        x[b] = x0 * sin + x1 * cos;
+        theta *= theta_scale;
+    }
+}
+
+/// Softmax of `s[..n]` in place (ggml_soft_max_f32: max-subtracted expf, f64 sum, scale by 1/sum).
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v as f64;
+    }
+    let inv = (1.0 / sum) as f32;
+    for v in s.iter_mut() {
+        *v *= inv;
+    }
+}
+
+/// Attention of one query head over positions 0..=p of one kv head.
+fn attend_head(q: &[f32], kv: &KvCache, layer: usize, kvh: usize, p: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+    let hd = q.len();
+    let kv_dim = kv.kv_dim;
+    let scale = 1.0 / (hd as f32).sqrt();
+    scores.clear();
+    out.fill(0.0);
+    match (&kv.k[layer], &kv.v[layer]) {
+        (KvRows::F16(k), KvRows::F16(v)) => {
+            // ggml converts q to f16 for the f16 K dot product, and the attention weights to f16 for V.
+            let q16: Vec<f32> = q.iter().map(|&s| f16::from_f32(s).to_f32()).collect();
+            for j in 0..=p {
+                let row = &k[j * kv_dim + kvh * hd..][..hd];
+                let mut s = 0.0f32;
+                for (a, b) in q16.iter().zip(row) {
+                    s += a * b.to_f32();
+                }
+                scores.push(s * scale);
+            }
+            softmax(scores);
+            for (j, &w) in scores.iter().enumerate() {
+                let w = f16::from_f32(w).to_f32();
+                let row = &v[j * kv_dim + kvh * hd..][..hd];
+                for (o, b) in out.iter_mut().zip(row) {
+                    *o += w * b.to_f32();
+                }
+            }
+        }
+        (KvRows::F32(k), KvRows::F32(v)) => {
+            for j in 0..=p {
+                let row = &k[j * kv_dim + kvh * hd..][..hd];
+                let s: f32 = q.iter().zip(row).map(|(a, b)| a * b).sum();
+                scores.push(s * scale);
+            }
+            softmax(scores);
+            for (j, &w) in scores.iter().enumerate() {
+                let row = &v[j * kv_dim + kvh * hd..][..hd];
+                for (o, b) in out.iter_mut().zip(row) {
+                    *o += w * b;
+                }
+            }
+        }
+        _ => unreachable!("K and V of one cache share a type"),
+    }
+}
+
+/// Runs the graph over a batch of sequences; returns, per sequence, the logits of its last token
+/// (n_vocab values) or of all its tokens (n_tokens x n_vocab) when `all_logits`.
+pub fn forward<B: WeightBytes + ?Sized>(
+    cfg: &ModelConfig,
+    w: &Weights,
+    src: &B,
+    seqs: &mut [SeqBatch<'_>],
+    sc: &mut Scratch,
+) -> Result<Vec<Vec<f32>>> {
+    let d = cfg.n_embd;
+    let (qd, kvd, ff, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
+    let n: usize = seqs.iter().map(|s| s.tokens.len()).sum();
+    if n == 0 {
+        return Ok(seqs.iter().map(|_| Vec::new()).collect());
+    }
+    for s in seqs.iter() {
+        if s.pos + s.tokens.len() > s.kv.n_ctx {
+            return Err(EngineError::ContextFull { n_ctx: s.kv.n_ctx });
+        }
+        if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
+            return Err(EngineError::BadToken { id: bad, n_vocab: cfg.n_vocab });
+        }
+    }
+    for (buf, width) in [(&mut sc.x, d), (&mut sc.xn, d), (&mut sc.q, qd), (&mut sc.k, kvd), (&mut sc.v, kvd)] {
+        grow(buf, n * width);
+    }
+    for (buf, width) in [(&mut sc.att, qd), (&mut sc.proj, d), (&mut sc.gate, ff), (&mut sc.up, ff)] {
+        grow(buf, n * width);
+    }
+    // (token index in batch) -> (sequence, absolute position)
+    let mut tok_seq = Vec::with_capacity(n);
+    for (si, s) in seqs.iter().enumerate() {
+        for t in 0..s.tokens.len() {
+            tok_seq.push((si, s.pos + t));
+        }
+    }
+
+    // Embedding lookup (ggml_get_rows: dequantize whole rows).
+    let embd = src.bytes(&w.token_embd);
+    let row_bytes = w.token_embd.ty.row_bytes(d as u64).unwrap_or(0) as usize;
+    for (i, &tok) in seqs.iter().flat_map(|s| s.tokens.iter()).enumerate() {
+        let row = &embd[tok as usize * row_bytes..][..row_bytes];
+        outcore_kernels::dequantize_row(w.token_embd.ty, row, &mut sc.x[i * d..(i + 1) * d])
+            .map_err(|e| EngineError::Kernel(e.to_string()))?;
+    }
+
+    let mut norm_w = Vec::new();
+    let mut bias = Vec::new();
+    let group = cfg.n_head / cfg.n_head_kv;
+    for (l, lw) in w.layers.iter().enumerate() {
+        src.before_layer(l);
+        // Attention block.
+        vector(src, &lw.attn_norm, &mut norm_w)?;
+        for i in 0..n {
+            rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.xn[i * d..(i + 1) * d]);
+        }
+        matmul(src, &lw.wq, &sc.xn, n, &mut sc.q)?;
+        matmul(src, &lw.wk, &sc.xn, n, &mut sc.k)?;
+        matmul(src, &lw.wv, &sc.xn, n, &mut sc.v)?;
+        for (b, buf, width) in [(&lw.bq, &mut sc.q, qd), (&lw.bk, &mut sc.k, kvd), (&lw.bv, &mut sc.v, kvd)] {
+            if let Some(b) = b {
+                vector(src, b, &mut bias)?;
+                for row in buf[..n * width].chunks_exact_mut(width) {
+                    for (x, y) in row.iter_mut().zip(&bias) {
+                        *x += y;
+                    }
+                }
+            }
+        }
+        for (i, &(_, p)) in tok_seq.iter().enumerate() {
+            for h in 0..cfg.n_head {
+                let x = &mut sc.q[i * qd + h * hd..][..hd];
+                rope(x, p, cfg.rope_dims, cfg.rope_base, cfg.rope_freq_scale, cfg.rope_style);
+            }
+            for h in 0..cfg.n_head_kv {
+                let x = &mut sc.k[i * kvd + h * hd..][..hd];
+                rope(x, p, cfg.rope_dims, cfg.rope_base, cfg.rope_freq_scale, cfg.rope_style);
+            }
+        }
+        // Store K/V of the whole batch first, so every token sees the ones before it.
+        for (i, &(si, p)) in tok_seq.iter().enumerate() {
+            let kv = &mut *seqs[si].kv;
+            kv.k[l].store(p * kvd, &sc.k[i * kvd..(i + 1) * kvd]);
+            kv.v[l].store(p * kvd, &sc.v[i * kvd..(i + 1) * kvd]);
+        }
+        {
+            let q = &sc.q;
+            let caches: Vec<&KvCache> = seqs.iter().map(|s| &*s.kv).collect();
+            let tok_seq = &tok_seq;
+            sc.att[..n * qd].par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (ih, out)| {
+                let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
+                let (si, p) = tok_seq[i];
+                let qh = &q[i * qd + h * hd..][..hd];
+                attend_head(qh, caches[si], l, h / group, p, scores, out);
+            });
+        }
+        matmul(src, &lw.wo, &sc.att, n, &mut sc.proj)?;
+        for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
+            *x += y;
+        }
+        // Feed-forward block (SwiGLU).
+        vector(src, &lw.ffn_norm, &mut norm_w)?;
+        for i in 0..n {
+            rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.xn[i * d..(i + 1) * d]);
+        }
+        matmul(src, &lw.w_gate, &sc.xn, n, &mut sc.gate)?;
+        matmul(src, &lw.w_up, &sc.xn, n, &mut sc.up)?;
+        for (g, u) in sc.gate[..n * ff].iter_mut().zip(&sc.up[..n * ff]) {
+            *g = (*g / (1.0 + (-*g).exp())) * u;
+        }
+        matmul(src, &lw.w_down, &sc.gate, n, &mut sc.proj)?;
+        for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
+            *x += y;
+        }
+        src.after_layer(l);
+    }
+
+    // Output: final norm on the rows whose logits are wanted, then the output matrix.
+    vector(src, &w.output_norm, &mut norm_w)?;
+    let mut wanted = Vec::new();
+    let mut start = 0;
+    for s in seqs.iter() {
+        let len = s.tokens.len();
+        if s.all_logits {
+            wanted.extend(start..start + len);
+        } else {
+            wanted.push(start + len - 1);
+        }
+        start += len;
+    }
+    grow(&mut sc.rows, wanted.len() * d);
+    for (r, &i) in wanted.iter().enumerate() {
+        rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.rows[r * d..(r + 1) * d]);
+    }
+    let nv = cfg.n_vocab;
+    let mut logits = vec![0f32; wanted.len() * nv];
+    matmul(src, &w.output, &sc.rows, wanted.len(), &mut logits)?;
+    let mut out = Vec::with_capacity(seqs.len());
+    let mut r = 0;
+    for s in seqs.iter_mut() {
+        let rows = if s.all_logits { s.tokens.len() } else { 1 };
+        out.push(logits[r * nv..(r + rows) * nv].to_vec());
+        r += rows;
+        s.pos += s.tokens.len();
+    }
+    Ok(out)
+}
+
+/// True when `ty` can be used as a matrix by `matmul` (every type with a vec-dot pairing).
+pub fn matmul_type_ok(ty: GgmlType) -> bool {
+    !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rope_neox_and_interleaved_rotate_the_same_pairs_differently() {
+        let mut a: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        let mut b = a.clone();
+        rope(&mut a, 3, 8, 10000.0, 1.0, RopeStyle::Interleaved);
+        rope(&mut b, 3, 8, 10000.0, 1.0, RopeStyle::Neox);
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
+        assert!((norm(&a) - norm(&b)).abs() < 1e-3);
+        assert_ne!(a, b);
+        let mut z = vec![1.0f32, 2.0];
+        rope(&mut z, 0, 2, 10000.0, 1.0, RopeStyle::Interleaved);
+        assert_eq!(z, vec![1.0, 2.0]);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut s = vec![1.0f32, 2.0, 3.0, -1e9];
+        softmax(&mut s);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(s[3] == 0.0);
+    }
+}

@@ -1,0 +1,306 @@
+//! A loaded model: its source (GGUF or HF safetensors, mapped), config, bound weights, tokenizer,
+//! chat template and compute pool. `State` is one sequence (KV cache + position + scratch).
+
+pub mod llama;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use outcore_format::gguf::GgufFile;
+use outcore_format::mapping::{LoadMode, Mapping};
+use outcore_format::safetensors::SafetensorsModel;
+use outcore_format::TensorView;
+
+use crate::chat::ChatTemplate;
+use crate::config::ModelConfig;
+use crate::error::{EngineError, Result};
+use crate::kv_cache::{CacheType, KvCache};
+use crate::names::Scheme;
+use crate::tokenizer::Tokenizer;
+use crate::weights::{self, TensorLookup, WRef, Weights};
+use llama::{Scratch, SeqBatch, WeightBytes};
+
+/// Where the weights come from.
+pub enum Source {
+    Gguf(GgufFile),
+    Hf(SafetensorsModel),
+}
+
+impl Source {
+    /// The mappings behind the weights, in shard order.
+    pub fn mappings(&self) -> Vec<&Mapping> {
+        match self {
+            Source::Gguf(f) => vec![f.mapping()],
+            Source::Hf(m) => m.mappings(),
+        }
+    }
+}
+
+impl TensorLookup for Source {
+    fn lookup(&self, name: &str) -> Result<Option<TensorView<'_>>> {
+        match self {
+            Source::Gguf(f) => Ok(f.tensor(name)),
+            Source::Hf(m) => m.tensor(name).map_err(|e| EngineError::Format { path: m.path().to_path_buf(), source: e }),
+        }
+    }
+
+    fn shard_bases(&self) -> Vec<(usize, usize)> {
+        self.mappings().iter().map(|m| (m.as_ptr() as usize, m.len())).collect()
+    }
+}
+
+/// How to open a model.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub load: LoadMode,
+    pub n_threads: usize,
+    pub cache_type: CacheType,
+    /// Override of the chat template: a built-in name (`chatml`, `llama3`, ...) or a Jinja source.
+    pub chat_template: Option<String>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions {
+            load: LoadMode::Mmap,
+            n_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            cache_type: CacheType::F16,
+            chat_template: None,
+        }
+    }
+}
+
+pub struct Model {
+    pub config: ModelConfig,
+    pub weights: Weights,
+    source: Source,
+    tokenizer: Option<Tokenizer>,
+    chat_template: Option<ChatTemplate>,
+    pool: rayon::ThreadPool,
+    path: PathBuf,
+    cache_type: CacheType,
+    pub load_time: Duration,
+}
+
+struct Bytes<'a>(&'a [&'a Mapping]);
+
+impl WeightBytes for Bytes<'_> {
+    fn bytes(&self, w: &WRef) -> &[u8] {
+        &self.0[w.shard][w.range()]
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
+    move |source| EngineError::Io { path: path.to_path_buf(), source }
+}
+
+impl Model {
+    /// Opens a GGUF file or a Hugging Face directory (config.json + safetensors).
+    pub fn load(path: &Path, opts: &LoadOptions) -> Result<Model> {
+        let t0 = Instant::now();
+        let meta = std::fs::metadata(path).map_err(io_err(path))?;
+        let (source, config, scheme, tokenizer, template) = if meta.is_dir() {
+            let cfg_path = path.join("config.json");
+            if !cfg_path.is_file() {
+                return Err(EngineError::NotAModel { path: path.to_path_buf() });
+            }
+            let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+            let json: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| EngineError::Json { path: cfg_path.clone(), source })?;
+            let config = ModelConfig::from_hf_json(&json)?;
+            let st = SafetensorsModel::open_with(path, opts.load)
+                .map_err(|source| EngineError::Format { path: path.to_path_buf(), source })?;
+            let tok_path = path.join("tokenizer.json");
+            let (tokenizer, template) = if tok_path.is_file() {
+                let tc = path.join("tokenizer_config.json");
+                let tc = tc.is_file().then_some(tc);
+                let tok = Tokenizer::from_hf_json(&tok_path, tc.as_deref())
+                    .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+                let tmpl = match &tc {
+                    Some(tc) => ChatTemplate::from_hf_config(tc).map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+                    None => None,
+                };
+                (Some(tok), tmpl)
+            } else {
+                (None, None)
+            };
+            (Source::Hf(st), config, Scheme::Hf, tokenizer, template)
+        } else {
+            let is_gguf = {
+                use std::io::Read;
+                let mut magic = [0u8; 4];
+                std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+            };
+            if !is_gguf {
+                return Err(EngineError::NotAModel { path: path.to_path_buf() });
+            }
+            let f = GgufFile::open(path, opts.load)
+                .map_err(|source| EngineError::Format { path: path.to_path_buf(), source })?;
+            let n_tokens = f.metadata().get_str_array("tokenizer.ggml.tokens").ok().map(|t| t.len());
+            let config = ModelConfig::from_gguf(f.metadata(), n_tokens)?;
+            let tokenizer = if f.metadata().contains("tokenizer.ggml.model") {
+                Some(Tokenizer::from_metadata(f.metadata()).map_err(|e| EngineError::Tokenizer(e.to_string()))?)
+            } else {
+                None
+            };
+            let template =
+                ChatTemplate::from_metadata(f.metadata()).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            (Source::Gguf(f), config, Scheme::Gguf, tokenizer, template)
+        };
+        let chat_template = match &opts.chat_template {
+            Some(name) => Some(
+                ChatTemplate::builtin(name)
+                    .or_else(|| ChatTemplate::new(name).ok())
+                    .ok_or_else(|| EngineError::Tokenizer(format!("unknown chat template `{name}`")))?,
+            ),
+            None => template,
+        };
+        let weights = weights::bind(&source, scheme, &config)?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.n_threads.max(1))
+            .thread_name(|i| format!("outcore-compute-{i}"))
+            .build()
+            .map_err(|e| EngineError::Unsupported { what: format!("thread pool: {e}") })?;
+        Ok(Model {
+            config,
+            weights,
+            source,
+            tokenizer,
+            chat_template,
+            pool,
+            path: path.to_path_buf(),
+            cache_type: opts.cache_type,
+            load_time: t0.elapsed(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        self.tokenizer.as_ref()
+    }
+
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    pub fn n_threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    /// Bytes of weights on disk (all mapped shards).
+    pub fn file_bytes(&self) -> u64 {
+        self.source.mappings().iter().map(|m| m.len() as u64).sum()
+    }
+
+    /// A fresh sequence with a KV cache of `n_ctx` positions (capped at nothing: the caller decides).
+    pub fn new_state(&self, n_ctx: usize) -> State {
+        let c = &self.config;
+        State {
+            kv: KvCache::new(self.cache_type, c.n_layer, n_ctx.max(1), c.kv_dim()),
+            pos: 0,
+            scratch: Scratch::default(),
+        }
+    }
+
+    fn run(&self, seqs: &mut [SeqBatch<'_>], scratch: &mut Scratch) -> Result<Vec<Vec<f32>>> {
+        let maps = self.source.mappings();
+        let bytes = Bytes(&maps);
+        self.pool.install(|| llama::forward(&self.config, &self.weights, &bytes, seqs, scratch))
+    }
+
+    /// Evaluates `tokens` at the state's position; returns the logits of the last one.
+    pub fn forward(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.forward_inner(state, tokens, false)
+    }
+
+    /// Evaluates `tokens`; returns the logits of every one (n_tokens x n_vocab).
+    pub fn forward_all(&self, state: &mut State, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.forward_inner(state, tokens, true)
+    }
+
+    fn forward_inner(&self, state: &mut State, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
+        if state.pos + tokens.len() > state.kv.n_ctx {
+            return Err(EngineError::PromptTooLong { n_prompt: state.pos + tokens.len(), n_ctx: state.kv.n_ctx });
+        }
+        // Prefill in micro-batches to bound scratch memory.
+        const UBATCH: usize = 512;
+        let mut out = Vec::new();
+        let mut scratch = std::mem::take(&mut state.scratch);
+        let chunks: Vec<&[u32]> = tokens.chunks(UBATCH).collect();
+        let last = chunks.len().saturating_sub(1);
+        let mut result = Ok(());
+        for (ci, chunk) in chunks.into_iter().enumerate() {
+            let mut seqs =
+                [SeqBatch { kv: &mut state.kv, pos: state.pos, tokens: chunk, all_logits: all }];
+            match self.run(&mut seqs, &mut scratch) {
+                Ok(mut l) => {
+                    state.pos += chunk.len();
+                    if all {
+                        out.extend_from_slice(&l[0]);
+                    } else if ci == last {
+                        out = std::mem::take(&mut l[0]);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        state.scratch = scratch;
+        result.map(|_| out)
+    }
+
+    /// One decoding step for several sequences at once (continuous batching): `tokens[i]` is fed to
+    /// `states[i]`; returns each sequence's logits.
+    pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if states.len() != tokens.len() {
+            return Err(EngineError::BadConfig { what: "forward_batch: one token per state".into() });
+        }
+        if states.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut scratch = std::mem::take(&mut states[0].scratch);
+        let mut seqs: Vec<SeqBatch<'_>> = Vec::with_capacity(states.len());
+        for (s, t) in states.iter_mut().zip(tokens) {
+            if s.pos >= s.kv.n_ctx {
+                return Err(EngineError::ContextFull { n_ctx: s.kv.n_ctx });
+            }
+            seqs.push(SeqBatch { kv: &mut s.kv, pos: s.pos, tokens: std::slice::from_ref(t), all_logits: false });
+        }
+        let r = self.run(&mut seqs, &mut scratch);
+        drop(seqs);
+        if r.is_ok() {
+            for s in states.iter_mut() {
+                s.pos += 1;
+            }
+        }
+        states[0].scratch = scratch;
+        r
+    }
+}
+
+/// One sequence: KV cache, the next position, reusable scratch buffers.
+pub struct State {
+    pub kv: KvCache,
+    pub pos: usize,
+    scratch: Scratch,
+}
+
+impl State {
+    pub fn n_ctx(&self) -> usize {
+        self.kv.n_ctx
+    }
+
+    /// Forgets everything after position `pos` (e.g. to restart a conversation).
+    pub fn truncate(&mut self, pos: usize) {
+        self.pos = self.pos.min(pos);
+    }
+}

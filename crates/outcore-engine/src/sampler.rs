@@ -1,0 +1,176 @@
+//! Sampling: greedy, or the chain repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw,
+//! in llama.cpp's order, with a seeded RNG so a fixed seed gives identical output run after run.
+
+use rand::{Rng, SeedableRng};
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SamplingParams {
+    /// 0 (or below) means greedy.
+    pub temperature: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    /// 1.0 disables.
+    pub top_p: f32,
+    /// 0.0 disables.
+    pub min_p: f32,
+    /// 1.0 disables.
+    pub repeat_penalty: f32,
+    /// How many recent tokens the penalty looks at.
+    pub repeat_last_n: usize,
+    pub seed: u64,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        SamplingParams {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repeat_penalty: 1.0,
+            repeat_last_n: 64,
+            seed: 0x5eed,
+        }
+    }
+}
+
+impl SamplingParams {
+    pub fn greedy() -> Self {
+        SamplingParams { temperature: 0.0, ..Default::default() }
+    }
+
+    pub fn is_greedy(&self) -> bool {
+        self.temperature <= 0.0
+    }
+}
+
+pub struct Sampler {
+    pub params: SamplingParams,
+    rng: StdRng,
+    cand: Vec<(u32, f32)>,
+}
+
+/// Index of the largest value, lowest index on ties (llama.cpp's greedy).
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0usize;
+    for (i, &v) in logits.iter().enumerate() {
+        if v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+impl Sampler {
+    pub fn new(params: SamplingParams) -> Sampler {
+        let rng = StdRng::seed_from_u64(params.seed);
+        Sampler { params, rng, cand: Vec::new() }
+    }
+
+    /// Picks the next token from `logits` given the tokens so far (`history`, for the penalty).
+    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        let p = &self.params;
+        if p.repeat_penalty != 1.0 && p.repeat_penalty > 0.0 {
+            let start = history.len().saturating_sub(p.repeat_last_n);
+            let mut seen = std::collections::HashSet::new();
+            for &t in &history[start..] {
+                if seen.insert(t) {
+                    if let Some(l) = logits.get_mut(t as usize) {
+                        *l = if *l <= 0.0 { *l * p.repeat_penalty } else { *l / p.repeat_penalty };
+                    }
+                }
+            }
+        }
+        if p.is_greedy() {
+            return argmax(logits);
+        }
+        let cand = &mut self.cand;
+        cand.clear();
+        cand.extend(logits.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as u32, v)));
+        if cand.is_empty() {
+            return argmax(logits);
+        }
+        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.truncate(p.top_k);
+        }
+        // Probabilities at temperature 1 for top-p and min-p, as llama.cpp's samplers see them.
+        let probs = |c: &[(u32, f32)]| -> Vec<f32> {
+            let max = c[0].1;
+            let e: Vec<f32> = c.iter().map(|x| (x.1 - max).exp()).collect();
+            let s: f32 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        };
+        if p.top_p < 1.0 {
+            let pr = probs(cand);
+            let mut cum = 0.0;
+            let mut keep = cand.len();
+            for (i, q) in pr.iter().enumerate() {
+                cum += q;
+                if cum >= p.top_p {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            cand.truncate(keep.max(1));
+        }
+        if p.min_p > 0.0 {
+            let pr = probs(cand);
+            let thr = pr[0] * p.min_p;
+            let keep = pr.iter().take_while(|&&q| q >= thr).count();
+            cand.truncate(keep.max(1));
+        }
+        let t = p.temperature;
+        let max = cand[0].1;
+        let w: Vec<f64> = cand.iter().map(|x| (((x.1 - max) / t) as f64).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let mut r = self.rng.gen::<f64>() * total;
+        for (i, wi) in w.iter().enumerate() {
+            if r < *wi {
+                return cand[i].0;
+            }
+            r -= wi;
+        }
+        cand[cand.len() - 1].0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_lowest_index_on_ties() {
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&mut [1.0, 3.0, 3.0, 0.0], &[]), 1);
+    }
+
+    #[test]
+    fn same_seed_same_draws() {
+        let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
+        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 42, ..Default::default() };
+        let draw = || {
+            let mut s = Sampler::new(params.clone());
+            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(), draw());
+    }
+
+    #[test]
+    fn top_k_one_is_greedy() {
+        let params = SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() };
+        let mut s = Sampler::new(params);
+        for _ in 0..10 {
+            assert_eq!(s.sample(&mut [0.1, 0.5, 0.2], &[]), 1);
+        }
+    }
+
+    #[test]
+    fn repeat_penalty_discourages_seen_tokens() {
+        let params = SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() };
+        let mut s = Sampler::new(params);
+        assert_eq!(s.sample(&mut [1.0, 1.5, 0.0], &[1]), 0);
+    }
+}

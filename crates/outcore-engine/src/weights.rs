@@ -1,0 +1,190 @@
+//! Binding weights by role: each tensor becomes a `WRef` (shard, byte range, type, shape) into a mapping.
+//! The forward pass turns a `WRef` back into a `TensorView` borrowed from the mapping: never a copy.
+
+use outcore_format::{GgmlType, TensorView};
+
+use crate::config::ModelConfig;
+use crate::error::{EngineError, Result};
+use crate::names::{self, Need, Role, Scheme};
+
+/// Where a tensor's bytes lie: mapping number `shard`, `offset..offset+len`.
+#[derive(Clone, Copy, Debug)]
+pub struct WRef {
+    pub shard: usize,
+    pub offset: usize,
+    pub len: usize,
+    pub ty: GgmlType,
+    /// ggml order: ne[0] = row length, ne[1] = rows (1 for vectors).
+    pub ne: [u64; 2],
+}
+
+impl WRef {
+    pub fn range(&self) -> std::ops::Range<usize> {
+        self.offset..self.offset + self.len
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LayerWeights {
+    pub attn_norm: WRef,
+    pub wq: WRef,
+    pub wk: WRef,
+    pub wv: WRef,
+    pub wo: WRef,
+    pub bq: Option<WRef>,
+    pub bk: Option<WRef>,
+    pub bv: Option<WRef>,
+    pub ffn_norm: WRef,
+    pub w_gate: WRef,
+    pub w_up: WRef,
+    pub w_down: WRef,
+}
+
+impl LayerWeights {
+    /// Every tensor of the layer (for residency accounting and prefetch).
+    pub fn all(&self) -> impl Iterator<Item = &WRef> {
+        [
+            Some(&self.attn_norm),
+            Some(&self.wq),
+            Some(&self.wk),
+            Some(&self.wv),
+            Some(&self.wo),
+            self.bq.as_ref(),
+            self.bk.as_ref(),
+            self.bv.as_ref(),
+            Some(&self.ffn_norm),
+            Some(&self.w_gate),
+            Some(&self.w_up),
+            Some(&self.w_down),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.all().map(|w| w.len as u64).sum()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Weights {
+    pub token_embd: WRef,
+    pub output_norm: WRef,
+    pub output: WRef,
+    pub output_tied: bool,
+    pub layers: Vec<LayerWeights>,
+}
+
+/// What a weight source must offer: name lookup and the mappings behind the views.
+pub trait TensorLookup {
+    fn lookup(&self, name: &str) -> Result<Option<TensorView<'_>>>;
+    /// Base address range of each mapping, to locate a view's bytes.
+    fn shard_bases(&self) -> Vec<(usize, usize)>;
+}
+
+fn locate(bases: &[(usize, usize)], bytes: &[u8]) -> Option<(usize, usize)> {
+    let p = bytes.as_ptr() as usize;
+    bases
+        .iter()
+        .enumerate()
+        .find(|(_, &(base, len))| p >= base && p + bytes.len() <= base + len)
+        .map(|(i, &(base, _))| (i, p - base))
+}
+
+struct Binder<'s, S: TensorLookup> {
+    src: &'s S,
+    scheme: Scheme,
+    bases: Vec<(usize, usize)>,
+    arch: &'static str,
+}
+
+impl<S: TensorLookup> Binder<'_, S> {
+    fn get(&self, role: Role, layer: usize, expect: &[u64]) -> Result<Option<WRef>> {
+        let name = names::name(self.scheme, role, layer);
+        let Some(view) = self.src.lookup(&name)? else {
+            return Ok(None);
+        };
+        let shape: Vec<u64> = view.shape.to_vec();
+        let mut want = expect.to_vec();
+        // A 2-D expectation also matches a stored [n, 1] vector shape and vice versa.
+        while want.len() > 1 && want.last() == Some(&1) {
+            want.pop();
+        }
+        let mut got = shape.clone();
+        while got.len() > 1 && got.last() == Some(&1) {
+            got.pop();
+        }
+        if got != want {
+            return Err(EngineError::TensorShape { name, expected: expect.to_vec(), found: shape });
+        }
+        let (shard, offset) = locate(&self.bases, view.bytes).ok_or_else(|| EngineError::Unsupported {
+            what: format!("tensor `{name}` does not lie in a mapping"),
+        })?;
+        Ok(Some(WRef {
+            shard,
+            offset,
+            len: view.bytes.len(),
+            ty: view.ty,
+            ne: [expect[0], expect.get(1).copied().unwrap_or(1)],
+        }))
+    }
+
+    fn need(&self, role: Role, layer: usize, expect: &[u64]) -> Result<WRef> {
+        self.get(role, layer, expect)?.ok_or_else(|| EngineError::MissingTensor {
+            name: names::name(self.scheme, role, layer),
+            arch: self.arch,
+        })
+    }
+}
+
+/// Binds every tensor of the llama-family graph, checking shapes against the config.
+pub fn bind<S: TensorLookup>(src: &S, scheme: Scheme, cfg: &ModelConfig) -> Result<Weights> {
+    let b = Binder { src, scheme, bases: src.shard_bases(), arch: cfg.arch.name() };
+    let (d, v, ff) = (cfg.n_embd as u64, cfg.n_vocab as u64, cfg.n_ff as u64);
+    let (qd, kvd) = (cfg.q_dim() as u64, cfg.kv_dim() as u64);
+    let token_embd = b.need(Role::TokenEmbd, 0, &[d, v])?;
+    let output_norm = b.need(Role::OutputNorm, 0, &[d])?;
+    let (output, output_tied) = match b.get(Role::Output, 0, &[d, v])? {
+        Some(w) => (w, false),
+        None => {
+            debug_assert_eq!(names::row(Role::Output).need, Need::TiedTo(Role::TokenEmbd));
+            (token_embd, true)
+        }
+    };
+    let mut layers = Vec::with_capacity(cfg.n_layer);
+    for l in 0..cfg.n_layer {
+        let bias = |role, n| -> Result<Option<WRef>> {
+            if cfg.qkv_bias {
+                b.need(role, l, &[n]).map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        layers.push(LayerWeights {
+            attn_norm: b.need(Role::AttnNorm, l, &[d])?,
+            wq: b.need(Role::AttnQ, l, &[d, qd])?,
+            wk: b.need(Role::AttnK, l, &[d, kvd])?,
+            wv: b.need(Role::AttnV, l, &[d, kvd])?,
+            wo: b.need(Role::AttnOut, l, &[qd, d])?,
+            bq: bias(Role::AttnQBias, qd)?,
+            bk: bias(Role::AttnKBias, kvd)?,
+            bv: bias(Role::AttnVBias, kvd)?,
+            ffn_norm: b.need(Role::FfnNorm, l, &[d])?,
+            w_gate: b.need(Role::FfnGate, l, &[d, ff])?,
+            w_up: b.need(Role::FfnUp, l, &[d, ff])?,
+            w_down: b.need(Role::FfnDown, l, &[ff, d])?,
+        });
+    }
+    let w = Weights { token_embd, output_norm, output, output_tied, layers };
+    for wr in w.layers.iter().flat_map(|l| l.all()).chain([&w.token_embd, &w.output_norm, &w.output]) {
+        check_type(wr)?;
+    }
+    Ok(w)
+}
+
+fn check_type(w: &WRef) -> Result<()> {
+    match w.ty {
+        GgmlType::Q8_1 | GgmlType::Q8_K => Err(EngineError::TensorType { name: format!("{w:?}"), ty: w.ty }),
+        _ => Ok(()),
+    }
+}
