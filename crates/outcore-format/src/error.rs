@@ -207,6 +207,9 @@ pub enum FormatError {
         b: PathBuf,
     },
 
+    #[error("tensor `{tensor}` not found")]
+    TensorNotFound { tensor: String },
+
     #[error("tensor `{tensor}` has dtype {dtype}; only F32, F16 and BF16 are supported")]
     UnsupportedDtype { tensor: String, dtype: String },
 
@@ -244,6 +247,8 @@ impl FormatError {
             | FormatError::SafetensorsOutOfBounds { .. }
             | FormatError::BadIndex { .. }
             | FormatError::MissingShard { .. }
+            | FormatError::TensorMissingFromShard { .. }
+            | FormatError::DuplicateShardTensor { .. }
             | FormatError::NoSafetensors { .. }) => e,
             e => FormatError::InFile {
                 path: path.as_ref().to_path_buf(),

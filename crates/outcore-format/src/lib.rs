@@ -8,6 +8,7 @@ pub mod error;
 pub mod ggml_type;
 pub mod gguf;
 pub mod mapping;
+pub mod safetensors;
 pub mod tensor;
 
 pub use atomic::AtomicFile;
@@ -16,4 +17,5 @@ pub use ggml_type::{GgmlType, QK_K};
 pub use gguf::value::{Array, Metadata, MetadataError, Value, ValueType};
 pub use gguf::{GgufFile, GgufWriter};
 pub use mapping::{LoadMode, Mapping};
+pub use safetensors::SafetensorsModel;
 pub use tensor::TensorView;
