@@ -10,12 +10,14 @@
 //! Units: byte counts are `u64` bytes everywhere; human text uses decimal units
 //! (1 MB = 10^6 bytes, 1 GB = 10^9 bytes) with one decimal.
 
+pub mod probe;
 pub mod stats;
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use probe::{CgroupLevel, CgroupMemory, CgroupVersion, Figure, MemLimits, Source};
 pub use stats::{ProcessStats, Pss, StatsDelta};
 
 /// Errors from reading or parsing `/proc` and `/sys` memory files.
