@@ -10,6 +10,7 @@
 //! Units: byte counts are `u64` bytes everywhere; human text uses decimal units
 //! (1 MB = 10^6 bytes, 1 GB = 10^9 bytes) with one decimal.
 
+pub mod plan;
 pub mod probe;
 pub mod stats;
 
@@ -17,6 +18,10 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use plan::{
+    kv_cache_bytes, plan, predict_tokens_per_s, scratch_estimate, LoadStrategy, ModelSizes, Plan,
+    PlanRequest, Strategy,
+};
 pub use probe::{CgroupLevel, CgroupMemory, CgroupVersion, Figure, MemLimits, Source};
 pub use stats::{ProcessStats, Pss, StatsDelta};
 
