@@ -1,0 +1,139 @@
+//! Picks the kernel set for this CPU once (`OnceLock`), like ggml's per-arch `type_traits_cpu`.
+//!
+//! `OUTCORE_CPU=scalar|avx2|avx512` caps the level (tests and benches use it to run every path);
+//! a level the CPU lacks falls back to the best one it has below it.
+
+use std::sync::OnceLock;
+
+use half::{bf16, f16};
+
+use crate::quant::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn,
+};
+
+/// An instruction-set level with its own kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum CpuLevel {
+    Scalar,
+    Avx2,
+    Avx512,
+}
+
+impl CpuLevel {
+    pub const ALL: [CpuLevel; 3] = [CpuLevel::Scalar, CpuLevel::Avx2, CpuLevel::Avx512];
+
+    /// Parses `OUTCORE_CPU` values.
+    pub fn from_name(s: &str) -> Option<CpuLevel> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "scalar" | "generic" | "none" => Some(CpuLevel::Scalar),
+            "avx2" => Some(CpuLevel::Avx2),
+            "avx512" | "avx-512" => Some(CpuLevel::Avx512),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            CpuLevel::Scalar => "scalar",
+            CpuLevel::Avx2 => "avx2",
+            CpuLevel::Avx512 => "avx512",
+        }
+    }
+
+    /// Whether this CPU can run the level's kernels.
+    pub fn is_available(self) -> bool {
+        match self {
+            CpuLevel::Scalar => true,
+            #[cfg(target_arch = "x86_64")]
+            CpuLevel::Avx2 => crate::arch::x86_64::avx2::is_available(),
+            #[cfg(target_arch = "x86_64")]
+            CpuLevel::Avx512 => crate::arch::x86_64::avx512::is_available(),
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+}
+
+/// One function per (weight type, activation type) dot product and per activation quantizer.
+#[derive(Debug)]
+pub struct KernelTable {
+    pub level: CpuLevel,
+    pub q4_0_q8_0: VecDotFn<BlockQ4_0, BlockQ8_0>,
+    pub q4_1_q8_1: VecDotFn<BlockQ4_1, BlockQ8_1>,
+    pub q5_0_q8_0: VecDotFn<BlockQ5_0, BlockQ8_0>,
+    pub q5_1_q8_1: VecDotFn<BlockQ5_1, BlockQ8_1>,
+    pub q8_0_q8_0: VecDotFn<BlockQ8_0, BlockQ8_0>,
+    pub q2_k_q8_k: VecDotFn<BlockQ2K, BlockQ8K>,
+    pub q3_k_q8_k: VecDotFn<BlockQ3K, BlockQ8K>,
+    pub q4_k_q8_k: VecDotFn<BlockQ4K, BlockQ8K>,
+    pub q5_k_q8_k: VecDotFn<BlockQ5K, BlockQ8K>,
+    pub q6_k_q8_k: VecDotFn<BlockQ6K, BlockQ8K>,
+    pub f32_f32: VecDotFn<f32, f32>,
+    pub f16_f16: VecDotFn<f16, f16>,
+    pub bf16_bf16: VecDotFn<bf16, bf16>,
+    pub quantize_q8_0: QuantizeFn<BlockQ8_0>,
+    pub quantize_q8_1: QuantizeFn<BlockQ8_1>,
+    pub quantize_q8_k: QuantizeFn<BlockQ8K>,
+    pub quantize_f16: QuantizeFn<f16>,
+}
+
+/// The scalar twins: the definition every other table is tested against.
+pub static SCALAR: KernelTable = SCALAR_TABLE;
+
+/// [`SCALAR`] as a const, so SIMD tables can start from it (`..SCALAR_TABLE`).
+pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
+    level: CpuLevel::Scalar,
+    q4_0_q8_0: BlockQ4_0::vec_dot_scalar,
+    q4_1_q8_1: BlockQ4_1::vec_dot_scalar,
+    q5_0_q8_0: BlockQ5_0::vec_dot_scalar,
+    q5_1_q8_1: BlockQ5_1::vec_dot_scalar,
+    q8_0_q8_0: BlockQ8_0::vec_dot_scalar,
+    q2_k_q8_k: BlockQ2K::vec_dot_scalar,
+    q3_k_q8_k: BlockQ3K::vec_dot_scalar,
+    q4_k_q8_k: BlockQ4K::vec_dot_scalar,
+    q5_k_q8_k: BlockQ5K::vec_dot_scalar,
+    q6_k_q8_k: BlockQ6K::vec_dot_scalar,
+    f32_f32: <f32 as GgmlBlock>::vec_dot_scalar,
+    f16_f16: <f16 as GgmlBlock>::vec_dot_scalar,
+    bf16_bf16: <bf16 as GgmlBlock>::vec_dot_scalar,
+    quantize_q8_0: BlockQ8_0::quantize_activation_scalar,
+    quantize_q8_1: BlockQ8_1::quantize_activation_scalar,
+    quantize_q8_k: BlockQ8K::quantize_activation_scalar,
+    quantize_f16: <f16 as GgmlBlock>::quantize_activation_scalar,
+};
+
+/// The table for `level`, or None if this CPU cannot run it.
+pub fn table(level: CpuLevel) -> Option<&'static KernelTable> {
+    if !level.is_available() {
+        return None;
+    }
+    match level {
+        CpuLevel::Scalar => Some(&SCALAR),
+        #[cfg(target_arch = "x86_64")]
+        CpuLevel::Avx2 => Some(crate::arch::x86_64::avx2::table()),
+        #[cfg(target_arch = "x86_64")]
+        CpuLevel::Avx512 => Some(crate::arch::x86_64::avx512::table()),
+        #[cfg(not(target_arch = "x86_64"))]
+        _ => None,
+    }
+}
+
+/// The best level this CPU supports, capped by `OUTCORE_CPU` when set.
+pub fn detect() -> CpuLevel {
+    let cap = std::env::var("OUTCORE_CPU")
+        .ok()
+        .and_then(|v| CpuLevel::from_name(&v))
+        .unwrap_or(CpuLevel::Avx512);
+    CpuLevel::ALL
+        .into_iter()
+        .rev()
+        .find(|l| *l <= cap && l.is_available())
+        .unwrap_or(CpuLevel::Scalar)
+}
+
+/// The kernel table chosen once for this process.
+pub fn kernels() -> &'static KernelTable {
+    static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
+    CHOSEN.get_or_init(|| table(detect()).unwrap_or(&SCALAR))
+}

@@ -1,0 +1,245 @@
+//! `out = x · Wᵀ` for a ggml weight tensor, the way llama.cpp's CPU `mul_mat` does it: every
+//! activation row is quantized once to the weight type's `vec_dot_type`, then each
+//! (token, weight row) pair is one `vec_dot`.
+//!
+//! Work is split over weight rows with rayon. Within a chunk of rows the tokens are walked in
+//! tiles so the chunk's weight blocks stay in cache while a tile of activations streams past.
+
+use rayon::prelude::*;
+
+use outcore_format::TensorView;
+
+use crate::dispatch::{kernels, KernelTable};
+use crate::quant::GgmlBlock;
+use crate::{cast_blocks, n_blocks, with_block, KernelError};
+
+/// Weight rows per parallel task (each task writes `ROWS_PER_TASK * n_tokens` results).
+const ROWS_PER_TASK: usize = 16;
+/// Tokens per tile inside a task.
+const TOKEN_TILE: usize = 16;
+
+/// `out[t][r] = dot(w.row(r), x[t])` for `t < n_tokens`, `r < n_rows`.
+///
+/// `w` has ggml shape `[k, n_rows]` (any trailing dims are folded into rows), `x` is
+/// `n_tokens x k` row-major, `out` is `n_tokens x n_rows` row-major.
+pub fn matmul(
+    w: &TensorView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    matmul_with(kernels(), w, x, n_tokens, out)
+}
+
+/// [`matmul`] with one token: `out[r] = dot(w.row(r), x)`.
+pub fn matvec(w: &TensorView, x: &[f32], out: &mut [f32]) -> Result<(), KernelError> {
+    matmul(w, x, 1, out)
+}
+
+/// [`matmul`] with an explicit kernel table (for tests and benches comparing levels).
+pub fn matmul_with(
+    k: &KernelTable,
+    w: &TensorView,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    let shape_err = |reason| KernelError::TensorShape {
+        tensor: w.name.to_string(),
+        ty: w.ty,
+        shape: w.shape.to_vec(),
+        reason,
+    };
+    if w.shape.is_empty() {
+        return Err(shape_err("empty shape"));
+    }
+    let n_k = usize::try_from(w.shape[0]).map_err(|_| shape_err("row length overflows usize"))?;
+    let n_rows = w.shape[1..]
+        .iter()
+        .try_fold(1usize, |acc, &d| {
+            usize::try_from(d).ok().and_then(|d| acc.checked_mul(d))
+        })
+        .ok_or_else(|| shape_err("row count overflows usize"))?;
+    let nb = n_blocks(w.ty, n_k)?;
+    crate::check_len(
+        "activations (n_tokens * k)",
+        n_tokens.saturating_mul(n_k),
+        x.len(),
+    )?;
+    crate::check_len(
+        "output (n_tokens * n_rows)",
+        n_tokens.saturating_mul(n_rows),
+        out.len(),
+    )?;
+    let expected_bytes = n_rows
+        .checked_mul(nb * w.ty.type_size())
+        .ok_or_else(|| shape_err("byte size overflows"))?;
+    if w.bytes.len() != expected_bytes {
+        return Err(shape_err("byte length does not match the shape"));
+    }
+    if n_tokens == 0 || n_rows == 0 {
+        return Ok(());
+    }
+    with_block!(w.ty, B => {
+        let blocks = cast_blocks::<B>("weights", n_k * n_rows, nb * n_rows, w.bytes)?;
+        matmul_typed::<B>(k, &blocks, nb, x, n_tokens, out);
+        Ok(())
+    })
+}
+
+/// Quantizes each activation row once (`n_tokens` rows of `nb` blocks).
+fn quantize_activations<B: GgmlBlock>(
+    k: &KernelTable,
+    x: &[f32],
+    n_tokens: usize,
+    nb: usize,
+) -> Vec<B::Dot> {
+    let n_k = x.len() / n_tokens;
+    let q = <B::Dot as GgmlBlock>::quantize_activation_fn(k);
+    let mut act = vec![<B::Dot as bytemuck::Zeroable>::zeroed(); n_tokens * nb];
+    if n_tokens > 1 {
+        act.par_chunks_mut(nb)
+            .zip(x.par_chunks(n_k))
+            .for_each(|(a, x)| q(x, a));
+    } else {
+        q(x, &mut act);
+    }
+    act
+}
+
+fn matmul_typed<B: GgmlBlock>(
+    k: &KernelTable,
+    w: &[B],
+    nb: usize,
+    x: &[f32],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let n_rows = w.len() / nb;
+    let act = quantize_activations::<B>(k, x, n_tokens, nb);
+    let dot = B::vec_dot_fn(k);
+
+    if n_tokens == 1 {
+        out.par_chunks_mut(ROWS_PER_TASK)
+            .enumerate()
+            .for_each(|(c, out)| {
+                let r0 = c * ROWS_PER_TASK;
+                for (i, o) in out.iter_mut().enumerate() {
+                    let r = r0 + i;
+                    *o = dot(&w[r * nb..(r + 1) * nb], &act);
+                }
+            });
+        return;
+    }
+
+    // Results row-major by weight row (disjoint chunks per task), transposed into `out` after.
+    let mut tmp = vec![0f32; n_rows * n_tokens];
+    tmp.par_chunks_mut(ROWS_PER_TASK * n_tokens)
+        .enumerate()
+        .for_each(|(c, tmp)| {
+            let r0 = c * ROWS_PER_TASK;
+            let rows = tmp.len() / n_tokens;
+            for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
+                let t1 = (t0 + TOKEN_TILE).min(n_tokens);
+                for i in 0..rows {
+                    let wr = &w[(r0 + i) * nb..(r0 + i + 1) * nb];
+                    for t in t0..t1 {
+                        tmp[i * n_tokens + t] = dot(wr, &act[t * nb..(t + 1) * nb]);
+                    }
+                }
+            }
+        });
+    for (t, o) in out.chunks_exact_mut(n_rows).enumerate() {
+        for (r, o) in o.iter_mut().enumerate() {
+            *o = tmp[r * n_tokens + t];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{dequantize_row, quantize_row, GgmlType};
+
+    fn lcg(seed: &mut u64) -> f32 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    #[test]
+    fn matmul_matches_per_row_vec_dot_and_f64_reference() {
+        let mut seed = 7u64;
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q4_K,
+            GgmlType::F16,
+            GgmlType::F32,
+        ] {
+            let n_k = 512;
+            let n_rows = 37;
+            let n_tokens = 5;
+            let wf: Vec<f32> = (0..n_k * n_rows).map(|_| lcg(&mut seed)).collect();
+            let mut wb = vec![0u8; crate::row_bytes(ty, n_k).unwrap() * n_rows];
+            quantize_row(ty, &wf, &mut wb).unwrap();
+            let mut wd = vec![0f32; n_k * n_rows];
+            dequantize_row(ty, &wb, &mut wd).unwrap();
+            let x: Vec<f32> = (0..n_k * n_tokens).map(|_| lcg(&mut seed)).collect();
+            let shape = [n_k as u64, n_rows as u64];
+            let view = TensorView {
+                name: "w",
+                ty,
+                shape: &shape,
+                bytes: &wb,
+            };
+            let mut out = vec![0f32; n_tokens * n_rows];
+            matmul(&view, &x, n_tokens, &mut out).unwrap();
+            let mut out1 = vec![0f32; n_rows];
+            for t in 0..n_tokens {
+                matvec(&view, &x[t * n_k..(t + 1) * n_k], &mut out1).unwrap();
+                assert_eq!(
+                    &out[t * n_rows..(t + 1) * n_rows],
+                    &out1[..],
+                    "{ty} token {t}"
+                );
+                for r in 0..n_rows {
+                    let exact: f64 = (0..n_k)
+                        .map(|i| wd[r * n_k + i] as f64 * x[t * n_k + i] as f64)
+                        .sum();
+                    // Activation rounding bound: each x moves by at most amax/254 (8-bit) or
+                    // |x|/2048 (f16); the Q8_1 sum term adds an f16 rounding per block.
+                    let wl1: f64 = (0..n_k).map(|i| wd[r * n_k + i].abs() as f64).sum();
+                    let tol = wl1 / 127.0 + 1e-3 * (1.0 + exact.abs());
+                    let got = out[t * n_rows + r] as f64;
+                    assert!(
+                        (got - exact).abs() < tol,
+                        "{ty} t{t} r{r}: {got} vs {exact} (tol {tol})"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn matmul_rejects_bad_shapes() {
+        let wb = vec![0u8; 20 * 3];
+        let shape = [32u64, 3];
+        let view = TensorView {
+            name: "w",
+            ty: GgmlType::Q4_1,
+            shape: &shape,
+            bytes: &wb,
+        };
+        let mut out = vec![0f32; 3];
+        assert!(matvec(&view, &[0.0; 31], &mut out).is_err());
+        assert!(matvec(&view, &[0.0; 32], &mut out[..2]).is_err());
+        let short = TensorView {
+            bytes: &wb[..59],
+            ..view
+        };
+        assert!(matvec(&short, &[0.0; 32], &mut out).is_err());
+        matvec(&view, &[0.0; 32], &mut out).unwrap();
+    }
+}

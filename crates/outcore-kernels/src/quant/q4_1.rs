@@ -1,0 +1,98 @@
+//! Q4_1: 32 4-bit quants with an f16 scale and an f16 min, `x = d*q + m` (20 bytes).
+//!
+//! Follows ggml `ggml-common.h` (`block_q4_1`), `ggml-quants.c` (`quantize_row_q4_1_ref`,
+//! `dequantize_row_q4_1`) and `ggml-cpu/quants.c` (`ggml_vec_dot_q4_1_q8_1_generic`).
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::{BlockQ8_1, GgmlBlock, VecDotFn};
+use crate::dispatch::KernelTable;
+use outcore_format::GgmlType;
+
+pub const QK4_1: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ4_1 {
+    /// Scale.
+    pub d: f16,
+    /// Min.
+    pub m: f16,
+    /// Nibbles: element j low, element j + 16 high.
+    pub qs: [u8; QK4_1 / 2],
+}
+const _: () = assert!(size_of::<BlockQ4_1>() == 20);
+
+/// (min, max) of a block with ggml's loop (starting from +/-FLT_MAX).
+#[inline(always)]
+pub(crate) fn min_max(x: &[f32]) -> (f32, f32) {
+    let mut min = f32::MAX;
+    let mut max = -f32::MAX;
+    for &v in x {
+        if v < min {
+            min = v;
+        }
+        if v > max {
+            max = v;
+        }
+    }
+    (min, max)
+}
+
+impl GgmlBlock for BlockQ4_1 {
+    const TYPE: GgmlType = GgmlType::Q4_1;
+    const BLOCK: usize = QK4_1;
+    type Dot = BlockQ8_1;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        for (b, y) in x.iter().zip(y.chunks_exact_mut(QK4_1)) {
+            let d = b.d.to_f32();
+            let m = b.m.to_f32();
+            for j in 0..QK4_1 / 2 {
+                let x0 = (b.qs[j] & 0x0F) as f32;
+                let x1 = (b.qs[j] >> 4) as f32;
+                y[j] = x0 * d + m;
+                y[j + QK4_1 / 2] = x1 * d + m;
+            }
+        }
+    }
+
+    fn quantize(x: &[f32], y: &mut [Self]) {
+        for (x, b) in x.chunks_exact(QK4_1).zip(y.iter_mut()) {
+            let (min, max) = min_max(x);
+            let d = (max - min) / 15.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f16::from_f32(d);
+            b.m = f16::from_f32(min);
+            for j in 0..QK4_1 / 2 {
+                let x0 = (x[j] - min) * id;
+                let x1 = (x[QK4_1 / 2 + j] - min) * id;
+                let xi0 = ((x0 + 0.5) as i8).min(15) as u8;
+                let xi1 = ((x1 + 0.5) as i8).min(15) as u8;
+                b.qs[j] = xi0 | (xi1 << 4);
+            }
+        }
+    }
+
+    fn vec_dot_scalar(x: &[Self], y: &[BlockQ8_1]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (x, y) in x.iter().zip(y) {
+            let mut sumi0 = 0i32;
+            let mut sumi1 = 0i32;
+            for j in 0..QK4_1 / 2 {
+                let v0 = (x.qs[j] & 0x0F) as i32;
+                let v1 = (x.qs[j] >> 4) as i32;
+                sumi0 += v0 * y.qs[j] as i32;
+                sumi1 += v1 * y.qs[j + QK4_1 / 2] as i32;
+            }
+            let sumi = sumi0 + sumi1;
+            sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32 + x.m.to_f32() * y.s.to_f32();
+        }
+        sumf
+    }
+
+    fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_1> {
+        k.q4_1_q8_1
+    }
+}

@@ -1,0 +1,92 @@
+//! Q5_0: 32 5-bit quants `q - 16` with one f16 scale (22 bytes). The low nibbles are packed like
+//! Q4_0; bit j of the little-endian u32 `qh` is the 5th bit of element j.
+//!
+//! Follows ggml `ggml-common.h` (`block_q5_0`), `ggml-quants.c` (`quantize_row_q5_0_ref`,
+//! `dequantize_row_q5_0`) and `ggml-cpu/quants.c` (`ggml_vec_dot_q5_0_q8_0_generic`).
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+use super::q4_0::signed_absmax;
+use super::{BlockQ8_0, GgmlBlock, VecDotFn};
+use crate::dispatch::KernelTable;
+use outcore_format::GgmlType;
+
+pub const QK5_0: usize = 32;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub struct BlockQ5_0 {
+    /// Scale.
+    pub d: f16,
+    /// 5th bits (little-endian u32).
+    pub qh: [u8; 4],
+    /// Low nibbles.
+    pub qs: [u8; QK5_0 / 2],
+}
+const _: () = assert!(size_of::<BlockQ5_0>() == 22);
+
+impl GgmlBlock for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const BLOCK: usize = QK5_0;
+    type Dot = BlockQ8_0;
+
+    fn dequantize(x: &[Self], y: &mut [f32]) {
+        for (b, y) in x.iter().zip(y.chunks_exact_mut(QK5_0)) {
+            let d = b.d.to_f32();
+            let qh = u32::from_le_bytes(b.qh);
+            for j in 0..QK5_0 / 2 {
+                let xh_0 = (((qh >> j) << 4) & 0x10) as u8;
+                let xh_1 = ((qh >> (j + 12)) & 0x10) as u8;
+                let x0 = ((b.qs[j] & 0x0F) | xh_0) as i32 - 16;
+                let x1 = ((b.qs[j] >> 4) | xh_1) as i32 - 16;
+                y[j] = x0 as f32 * d;
+                y[j + QK5_0 / 2] = x1 as f32 * d;
+            }
+        }
+    }
+
+    fn quantize(x: &[f32], y: &mut [Self]) {
+        for (x, b) in x.chunks_exact(QK5_0).zip(y.iter_mut()) {
+            let max = signed_absmax(x);
+            let d = max / -16.0;
+            let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+            b.d = f16::from_f32(d);
+            let mut qh = 0u32;
+            for j in 0..QK5_0 / 2 {
+                let x0 = x[j] * id;
+                let x1 = x[QK5_0 / 2 + j] * id;
+                let xi0 = ((x0 + 16.5) as i8).min(31) as u8;
+                let xi1 = ((x1 + 16.5) as i8).min(31) as u8;
+                b.qs[j] = (xi0 & 0x0F) | ((xi1 & 0x0F) << 4);
+                qh |= (((xi0 & 0x10) >> 4) as u32) << j;
+                qh |= (((xi1 & 0x10) >> 4) as u32) << (j + QK5_0 / 2);
+            }
+            b.qh = qh.to_le_bytes();
+        }
+    }
+
+    fn vec_dot_scalar(x: &[Self], y: &[BlockQ8_0]) -> f32 {
+        let mut sumf = 0.0f32;
+        for (x, y) in x.iter().zip(y) {
+            let qh = u32::from_le_bytes(x.qh);
+            let mut sumi0 = 0i32;
+            let mut sumi1 = 0i32;
+            for j in 0..QK5_0 / 2 {
+                let xh_0 = (((qh >> j) & 1) << 4) as u8;
+                let xh_1 = (((qh >> (j + 16)) & 1) << 4) as u8;
+                let x0 = ((x.qs[j] & 0x0F) | xh_0) as i32 - 16;
+                let x1 = ((x.qs[j] >> 4) | xh_1) as i32 - 16;
+                sumi0 += x0 * y.qs[j] as i32;
+                sumi1 += x1 * y.qs[j + QK5_0 / 2] as i32;
+            }
+            let sumi = sumi0 + sumi1;
+            sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32;
+        }
+        sumf
+    }
+
+    fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_0> {
+        k.q5_0_q8_0
+    }
+}
