@@ -10,6 +10,7 @@
 //! Units: byte counts are `u64` bytes everywhere; human text uses decimal units
 //! (1 MB = 10^6 bytes, 1 GB = 10^9 bytes) with one decimal.
 
+pub mod bandwidth;
 pub mod plan;
 pub mod probe;
 pub mod stats;
@@ -18,6 +19,7 @@ use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 
+pub use bandwidth::{measure_disk_read_bw, measure_mem_bw, DiskBandwidth};
 pub use plan::{
     kv_cache_bytes, plan, predict_tokens_per_s, scratch_estimate, LoadStrategy, ModelSizes, Plan,
     PlanRequest, Strategy,
