@@ -235,10 +235,20 @@ pub fn vec_dot_type(ty: GgmlType) -> GgmlType {
 /// Quantizes an activation row to `vd_ty` the way llama.cpp's CPU backend does (`from_float`),
 /// with this CPU's kernel.
 pub fn quantize_activation(vd_ty: GgmlType, x: &[f32], dst: &mut [u8]) -> Result<(), KernelError> {
+    quantize_activation_with(kernels(), vd_ty, x, dst)
+}
+
+/// [`quantize_activation`] with an explicit kernel table.
+pub fn quantize_activation_with(
+    k: &KernelTable,
+    vd_ty: GgmlType,
+    x: &[f32],
+    dst: &mut [u8],
+) -> Result<(), KernelError> {
     let n = x.len();
     let nb = n_blocks(vd_ty, n)?;
     with_block!(vd_ty, B => {
-        let q = B::quantize_activation_fn(kernels());
+        let q = B::quantize_activation_fn(k);
         with_blocks_mut::<B>("destination", n, nb, dst, |b| q(x, b))
     })
 }

@@ -12,6 +12,10 @@ Writes into tests/data/quant/ (committed; rerun only to regenerate):
       Rows of f32 (normal, zeros, huge, tiny, negative-only, positive-only, constant, ...)
       and their quantization by `gguf.quants.quantize` for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
       F16 and BF16 (gguf-py 0.19 has no k-quant quantizers).
+  kquant_input.f32
+      Rows of 512 f32 for the k-quant quantizers. gguf-py has none, so the expected bytes
+      (kquant_<TYPE>.bin) come from ggml's own C `quantize_row_*_ref`, built from a ggml
+      checkout by tests/gen_kquant_ref.c (see the comment at its top).
   demo_model_dequant.json  (only with --demo-model PATH)
       For every tensor of the demo model: name, type, ggml shape, absolute data offset, byte
       length and sha256 of `gguf.quants.dequantize(...)` as little-endian f32 bytes.
@@ -140,6 +144,31 @@ def quant_rows(rng):
     return np.stack(rows).astype(np.float32)
 
 
+def kquant_rows(rng):
+    n = 512
+    rows = [
+        rng.standard_normal(n),
+        rng.standard_normal(n) * 0.02,
+        rng.standard_normal(n) * 1e-3 + 0.01,
+        np.zeros(n),
+        rng.standard_t(3, n),
+        -np.abs(rng.standard_normal(n)) - 0.1,
+        np.abs(rng.standard_normal(n)) + 0.5,
+        np.full(n, -0.3),
+        rng.uniform(-1, 1, n),
+        rng.standard_normal(n) * 50.0,
+        np.round(rng.standard_normal(n) * 4) / 4,
+        rng.laplace(0, 0.05, n),
+    ]
+    z = rng.standard_normal(n)
+    z[::2] = 0.0
+    z[256:300] = 0.0
+    rows.append(z)
+    for _ in range(19):  # plain "weight-like" rows for the RMSE comparison
+        rows.append(rng.standard_normal(n) * rng.uniform(0.01, 0.2))
+    return np.stack(rows).astype(np.float32)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--demo-model")
@@ -161,6 +190,8 @@ def main():
         with np.errstate(over="ignore", invalid="ignore"):
             q = quantize(x, qtype)
         np.ascontiguousarray(q).view(np.uint8).tofile(os.path.join(OUT, f"quant_{qtype.name}.bin"))
+
+    kquant_rows(rng).astype("<f4").tofile(os.path.join(OUT, "kquant_input.f32"))
 
     if args.demo_model:
         r = gguf.GGUFReader(args.demo_model)
