@@ -552,7 +552,10 @@ impl Plan {
                 b(self.cold_non_layer_bytes)
             );
         }
-        let _ = write!(s, ". {}.", self.reason);
+        let mut reason = self.reason.chars();
+        if let Some(first) = reason.next() {
+            let _ = write!(s, ". {}{}.", first.to_uppercase(), reason.as_str());
+        }
         for w in &self.warnings {
             let _ = write!(s, " Warning: {w}.");
         }
