@@ -171,6 +171,54 @@ mod tests {
         assert!(overflow.bytes("A").is_err());
     }
 
+    /// Deterministic xorshift so the mutation test needs no extra dependency.
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    #[test]
+    fn parsers_never_panic_on_mutated_input() {
+        let seeds = [
+            "VmSize:\t 3060 kB\nVmHWM:\t 1712 kB\nVmRSS:\t 1712 kB\nRssAnon:\t 116 kB\nCapEff:\t00000000000040ff\n",
+            "6269 (cat) R 6257 6257 5144 0 -1 4194304 101 0 3 0 0 0",
+            "rchar: 6976\nread_bytes: 4096\n",
+            "MemTotal: 100 kB\nMemFree: 10 kB\nMemAvailable: 50 kB\n",
+            "4:memory:/a/b\n0::/c\n",
+            "36 30 0:32 /docker/abc /sys/fs/cgroup/my\\040memory rw shared:10 - cgroup cgroup rw,memory\n",
+            "Max address space         4294967296           unlimited            bytes\n",
+        ];
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        for seed in seeds {
+            for _ in 0..2000 {
+                let mut b = seed.as_bytes().to_vec();
+                for _ in 0..(xorshift(&mut rng) % 4 + 1) {
+                    let r = xorshift(&mut rng);
+                    let i = (r as usize >> 8) % (b.len() + 1);
+                    match r % 4 {
+                        0 if i < b.len() => b[i] = (r >> 40) as u8,
+                        1 if i < b.len() => {
+                            b.remove(i);
+                        }
+                        2 => b.insert(i, b"():\\ -0123456789\n"[(r >> 32) as usize % 17]),
+                        _ => b.truncate(i),
+                    }
+                }
+                let t = String::from_utf8_lossy(&b);
+                let _ = stats::parse_status(&t);
+                let _ = stats::parse_stat(&t);
+                let _ = stats::parse_io(&t);
+                let _ = stats::parse_smaps_rollup(&t);
+                let _ = probe::parse_meminfo(&t);
+                let _ = probe::parse_proc_cgroup(&t);
+                let _ = probe::parse_mountinfo(&t);
+                let _ = probe::parse_limit(&t, "Max address space", Path::new("limits"));
+            }
+        }
+    }
+
     #[test]
     fn human_units() {
         assert_eq!(fmt_bytes(512), "512 B");

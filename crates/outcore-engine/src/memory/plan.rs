@@ -907,6 +907,64 @@ mod tests {
     }
 
     #[test]
+    fn stream_split_invariants_over_random_models() {
+        let mut rng = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = |m: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % m
+        };
+        for _ in 0..2000 {
+            let n = next(40) as usize;
+            let layer_bytes: Vec<u64> = (0..n).map(|_| next(200 * MB) + 1).collect();
+            let sizes = ModelSizes {
+                file_bytes: next(10_000 * MB),
+                layer_bytes,
+                token_embd_bytes: next(500 * MB),
+                output_bytes: if next(2) == 0 {
+                    None
+                } else {
+                    Some(next(500 * MB))
+                },
+                other_bytes: next(MB),
+                kv_bytes_per_token: next(200_000),
+                scratch_bytes: next(100 * MB),
+            };
+            let limits = MemLimits::unconstrained(next(12_000 * MB));
+            let p = plan(&sizes, &limits, &PlanRequest::new(next(8192) as usize + 1));
+            assert_eq!(p.resident_bytes + p.streamed_bytes, sizes.hot_bytes());
+            match &p.strategy {
+                Strategy::Mmap => assert!(sizes.hot_bytes() <= p.budget),
+                Strategy::Stream {
+                    resident_layers,
+                    streamed_layers,
+                } => {
+                    assert_eq!(
+                        (resident_layers.start, resident_layers.end),
+                        (0, streamed_layers.start)
+                    );
+                    assert_eq!(streamed_layers.end, n);
+                    assert!(!streamed_layers.is_empty() || n == 0);
+                    if p.error.is_none() {
+                        // What stays resident plus the layer in flight fits the budget ...
+                        assert!(
+                            p.resident_bytes + p.window_bytes <= p.budget,
+                            "{}",
+                            p.summary()
+                        );
+                        // ... and one more resident layer would not.
+                        let more = sizes.layer_bytes[streamed_layers.start];
+                        assert!(p.resident_bytes + more + p.window_bytes > p.budget);
+                    }
+                }
+                other => panic!("unrequested {other:?}"),
+            }
+            assert_eq!(p.error.is_some(), p.limit < p.min_required);
+        }
+    }
+
+    #[test]
     fn serializes_for_json() {
         let p = plan(
             &sizes_1_8_gb(),
