@@ -1,0 +1,232 @@
+//! The streaming core shared by convert, quantize and synth: for each output tensor, in file
+//! order, produce f32 rows a chunk at a time, encode them in parallel over row blocks (rayon),
+//! append the chunk to the [`GgufWriter`], and let the source drop the pages it no longer needs.
+//!
+//! Memory: one chunk of encoded output plus the f32 rows of the blocks in flight. In low-memory
+//! mode a chunk is at most [`LOW_MEMORY_CHUNK`] bytes of f32 and source pages are released after
+//! each chunk; in standard mode a chunk is a whole tensor.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use outcore_format::{GgmlType, GgufWriter, Metadata};
+use rayon::prelude::*;
+
+use crate::codec::encode_row;
+use crate::error::{ConvertError, Result};
+
+/// f32 bytes per chunk in low-memory mode.
+pub const LOW_MEMORY_CHUNK: usize = 16 << 20;
+
+/// Produces the rows of one output tensor as f32.
+pub trait RowSource: Sync {
+    /// Fills `out` (a whole number of rows) with rows `first..` of the tensor.
+    fn fill(&self, first: usize, out: &mut [f32]) -> Result<()>;
+    /// Rows `first..first + n` are written; their source pages may be dropped.
+    fn release(&self, _first: usize, _n: usize) {}
+    /// Chunks start and end on multiples of this many rows (a permuted head stays whole).
+    fn row_align(&self) -> usize {
+        1
+    }
+    /// Bytes this tensor occupies in the input (for progress and throughput).
+    fn input_bytes(&self) -> u64;
+}
+
+/// One tensor of the output file.
+pub struct OutTensor<'a> {
+    pub name: String,
+    /// ggml order: shape[0] is the row length.
+    pub shape: Vec<u64>,
+    pub ty: GgmlType,
+    pub source: Box<dyn RowSource + 'a>,
+}
+
+impl OutTensor<'_> {
+    pub fn row_len(&self) -> usize {
+        self.shape.first().copied().unwrap_or(1) as usize
+    }
+
+    pub fn n_rows(&self) -> usize {
+        self.shape.iter().skip(1).product::<u64>() as usize
+    }
+
+    pub fn f32_bytes(&self) -> u64 {
+        self.shape.iter().product::<u64>() * 4
+    }
+}
+
+/// How much memory a run may use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A whole tensor per chunk; pages of the input are left to the kernel.
+    Standard,
+    /// Bounded chunks; input pages are dropped as soon as they are converted.
+    LowMemory,
+}
+
+/// Receives progress in input bytes.
+pub trait Progress: Sync {
+    fn start(&self, _total_input: u64) {}
+    fn advance(&self, _input_bytes: u64) {}
+    fn tensor(&self, _name: &str, _ty: GgmlType) {}
+    fn finish(&self) {}
+}
+
+/// No progress output.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// What a run wrote.
+#[derive(Clone, Debug, Default)]
+pub struct WriteStats {
+    pub tensors: usize,
+    pub input_bytes: u64,
+    pub output_bytes: u64,
+    pub elapsed: Duration,
+    /// Output tensors per type.
+    pub types: Vec<(GgmlType, usize)>,
+}
+
+/// Checks that every tensor can be encoded as planned (before anything is written).
+pub fn check_encodable(tensors: &[OutTensor<'_>]) -> Result<()> {
+    for t in tensors {
+        if t.ty.row_bytes(t.row_len() as u64).is_none() {
+            return Err(ConvertError::BadRowLength {
+                tensor: t.name.clone(),
+                ty: t.ty,
+                n_cols: t.row_len() as u64,
+                block: t.ty.block_size(),
+            });
+        }
+        if !crate::codec::can_encode(t.ty) {
+            return Err(ConvertError::Kernel {
+                tensor: t.name.clone(),
+                ty: t.ty,
+                problem: "no quantizer available for this type".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes `tensors` (in order) with `metadata` to `path` atomically.
+pub fn write_gguf(
+    path: &Path,
+    force: bool,
+    metadata: &Metadata,
+    tensors: Vec<OutTensor<'_>>,
+    mode: Mode,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<WriteStats> {
+    check_encodable(&tensors)?;
+    let start = Instant::now();
+    let infos: Vec<(String, GgmlType, Vec<u64>)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.ty, t.shape.clone()))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| ConvertError::Invalid {
+            what: format!("thread pool: {e}"),
+        })?;
+    let mut writer = GgufWriter::create(path, force, metadata, infos, 32)?;
+    let total_in: u64 = tensors.iter().map(|t| t.source.input_bytes()).sum();
+    progress.start(total_in);
+    let mut stats = WriteStats {
+        tensors: tensors.len(),
+        ..Default::default()
+    };
+    let mut buf: Vec<u8> = Vec::new();
+    for t in &tensors {
+        progress.tensor(&t.name, t.ty);
+        writer.begin_tensor(&t.name)?;
+        let row_len = t.row_len();
+        let n_rows = t.n_rows();
+        let row_bytes =
+            t.ty.row_bytes(row_len as u64)
+                .expect("checked by check_encodable") as usize;
+        let align = t.source.row_align().max(1);
+        let chunk_rows = match mode {
+            Mode::Standard => n_rows,
+            Mode::LowMemory => {
+                let r = (LOW_MEMORY_CHUNK / (row_len * 4).max(1)).max(1);
+                (r / align).max(1) * align
+            }
+        }
+        .min(n_rows)
+        .max(1);
+        let in_total = t.source.input_bytes();
+        let mut done = 0usize;
+        while done < n_rows {
+            let rows = chunk_rows.min(n_rows - done);
+            buf.resize(rows * row_bytes, 0);
+            // Blocks of rows small enough to spread over the threads, large enough to amortise.
+            let per_task = (rows / (threads.max(1) * 4))
+                .max(1)
+                .max(4096 / row_len.max(1))
+                .min(rows);
+            let src = &*t.source;
+            let name = &t.name;
+            let ty = t.ty;
+            pool.install(|| {
+                buf.par_chunks_mut(per_task * row_bytes)
+                    .enumerate()
+                    .try_for_each(|(i, dst)| {
+                        let first = done + i * per_task;
+                        let n = dst.len() / row_bytes;
+                        let mut f = vec![0f32; n * row_len];
+                        src.fill(first, &mut f)?;
+                        for (frow, drow) in
+                            f.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_bytes))
+                        {
+                            encode_row(ty, frow, drow, name)?;
+                        }
+                        Ok::<(), ConvertError>(())
+                    })
+            })?;
+            writer.write_chunk(&buf)?;
+            if mode == Mode::LowMemory {
+                t.source.release(done, rows);
+            }
+            let before = in_total * done as u64 / n_rows as u64;
+            done += rows;
+            let after = in_total * done as u64 / n_rows as u64;
+            progress.advance(after - before);
+        }
+        if mode == Mode::Standard {
+            t.source.release(0, n_rows);
+        }
+        writer.end_tensor()?;
+        stats.input_bytes += in_total;
+        stats.output_bytes += (row_bytes * n_rows) as u64;
+        match stats.types.iter_mut().find(|(ty, _)| *ty == t.ty) {
+            Some((_, n)) => *n += 1,
+            None => stats.types.push((t.ty, 1)),
+        }
+        if mode == Mode::LowMemory {
+            // Give the chunk buffer back between tensors so a large tensor's buffer does not linger.
+            buf = Vec::new();
+        }
+    }
+    writer.finish()?;
+    progress.finish();
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+/// A 1-D tensor held in memory (small generated tensors such as `rope_freqs`).
+pub struct VecRows(pub Vec<f32>);
+
+impl RowSource for VecRows {
+    fn fill(&self, first: usize, out: &mut [f32]) -> Result<()> {
+        let start = first * self.0.len();
+        out.copy_from_slice(&self.0[start..start + out.len()]);
+        Ok(())
+    }
+
+    fn input_bytes(&self) -> u64 {
+        0
+    }
+}
