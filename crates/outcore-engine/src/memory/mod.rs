@@ -214,7 +214,7 @@ mod tests {
                 let _ = probe::parse_meminfo(&t);
                 let _ = probe::parse_proc_cgroup(&t);
                 let _ = probe::parse_mountinfo(&t);
-                let _ = probe::parse_limit(&t, "Max address space", Path::new("limits"));
+                let _ = probe::parse_limit(&t, "Max address space");
             }
         }
     }

@@ -150,13 +150,10 @@ impl MemLimits {
         let meminfo = parse_meminfo(&read_text(&root.join("proc/meminfo"))?)?;
         let proc_self = root.join("proc/self");
         let (rlimit_as, rlimit_memlock) = match read_optional(&proc_self.join("limits"))? {
-            Some(text) => {
-                let path = proc_self.join("limits");
-                (
-                    parse_limit(&text, "Max address space", &path)?,
-                    parse_limit(&text, "Max locked memory", &path)?,
-                )
-            }
+            Some(text) => (
+                parse_limit(&text, "Max address space")?,
+                parse_limit(&text, "Max locked memory")?,
+            ),
             None => (None, None),
         };
         let (vm_size, cap_ipc_lock) = match read_optional(&proc_self.join("status"))? {
@@ -282,18 +279,17 @@ pub fn parse_meminfo(text: &str) -> Result<(u64, u64), MemoryError> {
     let total = kv.required_bytes("MemTotal")?;
     let available = match kv.bytes("MemAvailable")? {
         Some(a) => a,
-        None => {
-            kv.required_bytes("MemFree")?
-                + kv.bytes("Buffers")?.unwrap_or(0)
-                + kv.bytes("Cached")?.unwrap_or(0)
-        }
+        None => kv
+            .required_bytes("MemFree")?
+            .saturating_add(kv.bytes("Buffers")?.unwrap_or(0))
+            .saturating_add(kv.bytes("Cached")?.unwrap_or(0)),
     };
     Ok((total, available))
 }
 
 /// The soft limit of one `/proc/self/limits` row (`Max address space`, `Max locked memory`):
 /// `None` when `unlimited` or when the row is absent.
-pub fn parse_limit(text: &str, row: &'static str, path: &Path) -> Result<Option<u64>, MemoryError> {
+pub fn parse_limit(text: &str, row: &'static str) -> Result<Option<u64>, MemoryError> {
     let Some(rest) = text.lines().find_map(|l| l.strip_prefix(row)) else {
         return Ok(None);
     };
@@ -303,7 +299,7 @@ pub fn parse_limit(text: &str, row: &'static str, path: &Path) -> Result<Option<
     }
     soft.parse().map(Some).map_err(|_| MemoryError::BadValue {
         file: "/proc/self/limits",
-        key: format!("{row} ({})", path.display()),
+        key: row.to_string(),
         value: soft.to_string(),
     })
 }
@@ -659,20 +655,13 @@ mod tests {
         let t = "Limit                     Soft Limit           Hard Limit           Units     \n\
                  Max address space         4294967296           unlimited            bytes     \n\
                  Max locked memory         8388608              8388608              bytes     \n";
-        let p = Path::new("limits");
-        assert_eq!(
-            parse_limit(t, "Max address space", p).unwrap(),
-            Some(4 << 30)
-        );
-        assert_eq!(
-            parse_limit(t, "Max locked memory", p).unwrap(),
-            Some(8 << 20)
-        );
-        assert_eq!(parse_limit(t, "Max file size", p).unwrap(), None);
+        assert_eq!(parse_limit(t, "Max address space").unwrap(), Some(4 << 30));
+        assert_eq!(parse_limit(t, "Max locked memory").unwrap(), Some(8 << 20));
+        assert_eq!(parse_limit(t, "Max file size").unwrap(), None);
         let bad = "Max locked memory         lots                 8388608              bytes\n";
-        assert!(parse_limit(bad, "Max locked memory", p).is_err());
+        assert!(parse_limit(bad, "Max locked memory").is_err());
         let unl = "Max address space         unlimited            unlimited            bytes\n";
-        assert_eq!(parse_limit(unl, "Max address space", p).unwrap(), None);
+        assert_eq!(parse_limit(unl, "Max address space").unwrap(), None);
     }
 
     #[test]
