@@ -1,0 +1,286 @@
+//! A deterministic fake engine for tests: bytes are tokens, and the "model" answers with a fixed
+//! reply, one byte per step, then EOS (or repeats it forever in `endless` mode).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{
+    ChatMessage, Engine, EngineError, Loader, MemoryUsage, Sampling, SeqState, TextDecoder,
+    TokenSampler,
+};
+use crate::config::ModelConfig;
+
+pub const BOS: u32 = 1;
+pub const EOS: u32 = 2;
+const BYTE_BASE: u32 = 3;
+const N_VOCAB: usize = 256 + BYTE_BASE as usize;
+
+/// Counters tests look at.
+#[derive(Debug, Default)]
+pub struct FakeStats {
+    pub loads: AtomicUsize,
+    pub drops: AtomicUsize,
+    pub prefills: AtomicUsize,
+    pub decode_steps: AtomicUsize,
+    /// Largest number of sequences seen in one `decode_batch`.
+    pub max_batch: AtomicUsize,
+    /// Sequences alive now (created and not dropped).
+    pub live_sequences: AtomicUsize,
+}
+
+#[derive(Clone, Debug)]
+pub struct FakeOptions {
+    pub reply: String,
+    /// Repeat the reply instead of ending with EOS.
+    pub endless: bool,
+    pub step_delay: Duration,
+    pub load_delay: Duration,
+    pub n_ctx: usize,
+    /// Loads fail (to test 503s).
+    pub fail_load: bool,
+}
+
+impl Default for FakeOptions {
+    fn default() -> Self {
+        FakeOptions {
+            reply: "Hello there!".into(),
+            endless: false,
+            step_delay: Duration::ZERO,
+            load_delay: Duration::ZERO,
+            n_ctx: 64,
+            fail_load: false,
+        }
+    }
+}
+
+pub struct FakeLoader {
+    pub options: FakeOptions,
+    pub stats: Arc<FakeStats>,
+}
+
+impl FakeLoader {
+    pub fn new(options: FakeOptions) -> Arc<FakeLoader> {
+        Arc::new(FakeLoader {
+            options,
+            stats: Arc::default(),
+        })
+    }
+}
+
+impl Loader for FakeLoader {
+    fn estimate_bytes(&self, cfg: &ModelConfig) -> u64 {
+        std::fs::metadata(&cfg.path).map(|m| m.len()).unwrap_or(0)
+    }
+
+    fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError> {
+        std::thread::sleep(self.options.load_delay);
+        if self.options.fail_load {
+            return Err(EngineError::Load {
+                name: cfg.name.clone(),
+                path: cfg.path.clone(),
+                reason: "fake load failure".into(),
+            });
+        }
+        self.stats.loads.fetch_add(1, Ordering::SeqCst);
+        let n_ctx = cfg.n_ctx.unwrap_or(self.options.n_ctx);
+        Ok(Arc::new(FakeEngine {
+            options: self.options.clone(),
+            n_ctx,
+            stats: self.stats.clone(),
+        }))
+    }
+}
+
+pub struct FakeEngine {
+    options: FakeOptions,
+    n_ctx: usize,
+    stats: Arc<FakeStats>,
+}
+
+impl Drop for FakeEngine {
+    fn drop(&mut self) {
+        self.stats.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+struct FakeSeq {
+    pos: usize,
+    generated: usize,
+    stats: Arc<FakeStats>,
+}
+
+impl Drop for FakeSeq {
+    fn drop(&mut self) {
+        self.stats.live_sequences.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn seq(state: &mut SeqState) -> Result<&mut FakeSeq, EngineError> {
+    state
+        .downcast_mut::<FakeSeq>()
+        .ok_or_else(|| EngineError::Forward("not a fake sequence".into()))
+}
+
+impl FakeEngine {
+    fn logits_for(&self, s: &FakeSeq) -> Vec<f32> {
+        let reply = self.options.reply.as_bytes();
+        let next = if reply.is_empty() {
+            EOS
+        } else if self.options.endless {
+            reply[s.generated % reply.len()] as u32 + BYTE_BASE
+        } else {
+            reply
+                .get(s.generated)
+                .map_or(EOS, |&b| b as u32 + BYTE_BASE)
+        };
+        let mut logits = vec![0.0; N_VOCAB];
+        logits[next as usize] = 100.0;
+        logits
+    }
+}
+
+impl Engine for FakeEngine {
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    fn n_vocab(&self) -> usize {
+        N_VOCAB
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        Ok(std::iter::once(BOS)
+            .chain(text.bytes().map(|b| b as u32 + BYTE_BASE))
+            .collect())
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let mut out = String::new();
+        for m in messages {
+            out.push_str(&format!("<{}>{}\n", m.role, m.content));
+        }
+        out.push_str("<assistant>");
+        Ok(out)
+    }
+
+    fn is_eog(&self, token: u32) -> bool {
+        token == EOS
+    }
+
+    fn decoder(&self) -> Box<dyn TextDecoder> {
+        Box::new(ByteDecoder(Vec::new()))
+    }
+
+    fn sampler(&self, _sampling: &Sampling) -> Box<dyn TokenSampler> {
+        Box::new(Argmax)
+    }
+
+    fn new_sequence(&self) -> Result<SeqState, EngineError> {
+        self.stats.live_sequences.fetch_add(1, Ordering::SeqCst);
+        Ok(Box::new(FakeSeq {
+            pos: 0,
+            generated: 0,
+            stats: self.stats.clone(),
+        }))
+    }
+
+    fn prefill(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        // "PANIC" in the prompt exercises the worker's catch_unwind.
+        if tokens.windows(5).any(|w| {
+            w.iter()
+                .map(|&t| (t - BYTE_BASE.min(t)) as u8)
+                .eq(*b"PANIC")
+        }) {
+            panic!("fake engine asked to panic");
+        }
+        std::thread::sleep(self.options.step_delay);
+        self.stats.prefills.fetch_add(1, Ordering::SeqCst);
+        let s = seq(state)?;
+        if s.pos + tokens.len() > self.n_ctx {
+            return Err(EngineError::Forward("prompt does not fit".into()));
+        }
+        s.pos += tokens.len();
+        Ok(self.logits_for(s))
+    }
+
+    fn decode_batch(
+        &self,
+        seqs: &mut [&mut SeqState],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        std::thread::sleep(self.options.step_delay);
+        self.stats.decode_steps.fetch_add(1, Ordering::SeqCst);
+        self.stats.max_batch.fetch_max(seqs.len(), Ordering::SeqCst);
+        if seqs.len() != tokens.len() {
+            return Err(EngineError::Forward("one token per sequence".into()));
+        }
+        let mut out = Vec::with_capacity(seqs.len());
+        for state in seqs.iter_mut() {
+            let s = seq(state)?;
+            if s.pos >= self.n_ctx {
+                return Err(EngineError::Forward("context full".into()));
+            }
+            s.pos += 1;
+            s.generated += 1;
+            out.push(self.logits_for(s));
+        }
+        Ok(out)
+    }
+
+    fn memory(&self) -> MemoryUsage {
+        MemoryUsage {
+            resident_bytes: 4096,
+            file_backed_bytes: 8192,
+        }
+    }
+}
+
+struct Argmax;
+
+impl TokenSampler for Argmax {
+    fn sample(&mut self, logits: &mut [f32], _history: &[u32]) -> u32 {
+        let mut best = 0;
+        for (i, &v) in logits.iter().enumerate() {
+            if v > logits[best] {
+                best = i;
+            }
+        }
+        best as u32
+    }
+}
+
+/// Bytes to text, holding back an incomplete UTF-8 sequence.
+struct ByteDecoder(Vec<u8>);
+
+impl TextDecoder for ByteDecoder {
+    fn push(&mut self, token: u32) -> String {
+        if token >= BYTE_BASE {
+            self.0.push((token - BYTE_BASE) as u8);
+        }
+        match std::str::from_utf8(&self.0) {
+            Ok(s) => {
+                let s = s.to_string();
+                self.0.clear();
+                s
+            }
+            Err(e) if e.error_len().is_none() => {
+                let valid = e.valid_up_to();
+                let s = String::from_utf8_lossy(&self.0[..valid]).into_owned();
+                self.0.drain(..valid);
+                s
+            }
+            Err(_) => {
+                let s = String::from_utf8_lossy(&self.0).into_owned();
+                self.0.clear();
+                s
+            }
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.0).into_owned();
+        self.0.clear();
+        s
+    }
+}

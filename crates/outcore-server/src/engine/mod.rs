@@ -1,0 +1,135 @@
+//! What the server needs from a model, as one object-safe trait.
+//!
+//! Handlers and the batching worker only talk to [`Engine`]; `outcore.rs` adapts the real
+//! `outcore_engine::Model`, and `fake.rs` is a deterministic stand-in for unit tests of routing,
+//! errors, lifecycle, batching, queueing and auth.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::ModelConfig;
+
+pub mod fake;
+#[cfg(feature = "engine")]
+pub mod outcore;
+
+/// One sequence's state (KV cache, position) owned by the worker; engines downcast it.
+pub type SeqState = Box<dyn Any + Send>;
+
+/// One chat turn after the request's content parts are joined.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChatMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// The OpenAI sampling fields after validation, with the server's defaults filled in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sampling {
+    /// 0 means greedy.
+    pub temperature: f32,
+    pub top_p: f32,
+    /// 0 disables.
+    pub top_k: usize,
+    pub min_p: f32,
+    pub repeat_penalty: f32,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repeat_penalty: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+/// Memory a loaded model holds, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryUsage {
+    /// Bytes of the model resident in RAM now (mapped pages in core plus heap).
+    pub resident_bytes: u64,
+    /// Bytes backed by the model file (the mapping's length; 0 when read into heap).
+    pub file_backed_bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("loading model '{name}' from {path}: {reason}")]
+    Load {
+        name: String,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("model has no tokenizer")]
+    NoTokenizer,
+    #[error("tokenizing: {0}")]
+    Tokenize(String),
+    #[error("chat template: {0}")]
+    Template(String),
+    #[error("forward pass: {0}")]
+    Forward(String),
+    #[error("engine panicked in {during}: {message}")]
+    Panic {
+        during: &'static str,
+        message: String,
+    },
+}
+
+/// Turns tokens into text incrementally, holding back incomplete UTF-8.
+pub trait TextDecoder: Send {
+    fn push(&mut self, token: u32) -> String;
+    /// Whatever is still held back at the end of the sequence.
+    fn finish(&mut self) -> String;
+}
+
+/// Picks the next token from logits; seeded, so runs repeat.
+pub trait TokenSampler: Send {
+    fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32;
+}
+
+/// A loaded model, shared by the handlers (tokenize, render) and its worker thread (forward).
+pub trait Engine: Send + Sync {
+    /// Context length each sequence gets (the config's `n_ctx`, or the model's).
+    fn n_ctx(&self) -> usize;
+    fn n_vocab(&self) -> usize;
+    /// Tokenizes a prompt as a prompt: BOS per the model's settings, special tokens parsed.
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError>;
+    /// Renders messages with the chat template, with the assistant generation prompt at the end.
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError>;
+    /// End of generation (EOS, EOT, ...).
+    fn is_eog(&self, token: u32) -> bool;
+    fn decoder(&self) -> Box<dyn TextDecoder>;
+    fn sampler(&self, sampling: &Sampling) -> Box<dyn TokenSampler>;
+    /// A fresh sequence with a KV cache of `n_ctx()` positions.
+    fn new_sequence(&self) -> Result<SeqState, EngineError>;
+    /// Evaluates a prompt; returns the logits of its last token.
+    fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
+    /// One batched decoding step: `tokens[i]` is fed to `seqs[i]`; returns each one's logits.
+    fn decode_batch(
+        &self,
+        seqs: &mut [&mut SeqState],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>, EngineError>;
+    fn memory(&self) -> MemoryUsage;
+}
+
+/// Opens models named in the config. The registry calls it on a blocking thread.
+pub trait Loader: Send + Sync {
+    /// RAM the model will take once loaded (weights + KV cache for all slots), for the budget.
+    fn estimate_bytes(&self, cfg: &ModelConfig) -> u64;
+    fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError>;
+}
+
+/// A rough KV estimate when the engine has no planner: 2 (K,V) x f16 x a 135M-class model's
+/// layers x kv width, scaled by context and slots. Used only for the budget.
+pub fn fallback_estimate(file_bytes: u64, n_ctx: usize, parallel: usize) -> u64 {
+    const KV_BYTES_PER_POSITION: u64 = 2 * 2 * 30 * 192;
+    file_bytes + KV_BYTES_PER_POSITION * n_ctx as u64 * parallel as u64
+}

@@ -1,0 +1,262 @@
+//! The adapter from [`Engine`] to the real `outcore_engine::model::Model`.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use outcore_engine::chat::{ChatMessage as EngineMessage, RenderOptions};
+use outcore_engine::kv_cache::{CacheType, KvCache};
+use outcore_engine::model::{LoadOptions, Model, State};
+use outcore_engine::sampler::{Sampler, SamplingParams};
+use outcore_engine::tokenizer::{StreamDecoder, Tokenizer};
+use outcore_format::mapping::LoadMode;
+
+use super::{
+    fallback_estimate, ChatMessage, Engine, EngineError, Loader, MemoryUsage, Sampling, SeqState,
+    TextDecoder, TokenSampler,
+};
+use crate::config::ModelConfig;
+
+/// Context per sequence when the config names none: the model's, capped to bound the KV cache.
+pub const DEFAULT_N_CTX_CAP: usize = 4096;
+
+/// Loads GGUF files / HF directories with `outcore_engine`.
+pub struct OutcoreLoader;
+
+fn load_err(cfg: &ModelConfig, reason: impl ToString) -> EngineError {
+    EngineError::Load {
+        name: cfg.name.clone(),
+        path: cfg.path.clone(),
+        reason: reason.to_string(),
+    }
+}
+
+fn file_bytes(path: &std::path::Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .filter(|m| m.is_file())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0),
+        Ok(m) => m.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Hyperparameters from a GGUF header without loading the weights.
+fn gguf_config(path: &std::path::Path) -> Option<outcore_engine::ModelConfig> {
+    let f = outcore_format::gguf::GgufFile::open(path, LoadMode::Mmap).ok()?;
+    outcore_engine::ModelConfig::from_gguf(&f.metadata, None).ok()
+}
+
+impl Loader for OutcoreLoader {
+    fn estimate_bytes(&self, cfg: &ModelConfig) -> u64 {
+        let file = file_bytes(&cfg.path);
+        match gguf_config(&cfg.path) {
+            Some(mc) => {
+                let n_ctx = cfg.n_ctx.unwrap_or(mc.n_ctx_train.min(DEFAULT_N_CTX_CAP));
+                let kv = KvCache::bytes_for(CacheType::F16, mc.n_layer, n_ctx, mc.kv_dim());
+                file + kv * cfg.parallel as u64
+            }
+            None => fallback_estimate(file, cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP), cfg.parallel),
+        }
+    }
+
+    fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError> {
+        let mut opts = LoadOptions::default();
+        opts.load = if cfg.use_mlock {
+            LoadMode::Mlock
+        } else if cfg.use_mmap {
+            LoadMode::Mmap
+        } else {
+            LoadMode::Read
+        };
+        if let Some(t) = cfg.n_threads {
+            opts.n_threads = t;
+        }
+        opts.max_ram = cfg.max_ram;
+        opts.chat_template = cfg.chat_template.clone();
+        let model = Model::load(&cfg.path, &opts).map_err(|e| load_err(cfg, e))?;
+        if model.tokenizer().is_none() {
+            return Err(load_err(cfg, "the model has no tokenizer"));
+        }
+        let n_ctx = cfg
+            .n_ctx
+            .unwrap_or(model.config.n_ctx_train.min(DEFAULT_N_CTX_CAP))
+            .max(8);
+        let kv_bytes = model.kv_bytes(n_ctx);
+        Ok(Arc::new(OutcoreEngine {
+            model: Arc::new(model),
+            n_ctx,
+            kv_bytes,
+            live: Arc::default(),
+        }))
+    }
+}
+
+pub struct OutcoreEngine {
+    model: Arc<Model>,
+    n_ctx: usize,
+    kv_bytes: u64,
+    /// Sequences alive (their KV caches count as resident memory).
+    live: Arc<AtomicUsize>,
+}
+
+impl OutcoreEngine {
+    fn tokenizer(&self) -> Result<&Tokenizer, EngineError> {
+        self.model.tokenizer().ok_or(EngineError::NoTokenizer)
+    }
+}
+
+struct Seq {
+    state: State,
+    live: Arc<AtomicUsize>,
+}
+
+impl Drop for Seq {
+    fn drop(&mut self) {
+        self.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn state(seq: &mut SeqState) -> Result<&mut State, EngineError> {
+    seq.downcast_mut::<Seq>()
+        .map(|s| &mut s.state)
+        .ok_or_else(|| EngineError::Forward("foreign sequence state".into()))
+}
+
+impl Engine for OutcoreEngine {
+    fn n_ctx(&self) -> usize {
+        self.n_ctx
+    }
+
+    fn n_vocab(&self) -> usize {
+        self.model.config.n_vocab
+    }
+
+    fn tokenize(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        Ok(self.tokenizer()?.encode(text, true, true))
+    }
+
+    fn render_chat(&self, messages: &[ChatMessage]) -> Result<String, EngineError> {
+        let tmpl = self.model.chat_template().ok_or_else(|| {
+            EngineError::Template(
+                "the model has no chat template; set chat_template in the config".into(),
+            )
+        })?;
+        let msgs: Vec<EngineMessage> = messages
+            .iter()
+            .map(|m| EngineMessage::new(m.role.clone(), m.content.clone()))
+            .collect();
+        let opts = RenderOptions::for_tokenizer(self.tokenizer()?, true);
+        let text = tmpl
+            .render(&msgs, &opts)
+            .map_err(|e| EngineError::Template(e.to_string()))?;
+        // The template writes the BOS token itself; tokenize() adds one too, so drop the textual one.
+        Ok(
+            match (opts.bos_token.is_empty(), self.tokenizer()?.add_bos()) {
+                (false, true) => text
+                    .strip_prefix(opts.bos_token.as_str())
+                    .map(str::to_string)
+                    .unwrap_or(text),
+                _ => text,
+            },
+        )
+    }
+
+    fn is_eog(&self, token: u32) -> bool {
+        self.model.tokenizer().is_some_and(|t| t.is_eog(token))
+    }
+
+    fn decoder(&self) -> Box<dyn TextDecoder> {
+        Box::new(Decoder {
+            model: self.model.clone(),
+            inner: StreamDecoder::new(),
+        })
+    }
+
+    fn sampler(&self, s: &Sampling) -> Box<dyn TokenSampler> {
+        let params = SamplingParams {
+            temperature: s.temperature,
+            top_k: s.top_k,
+            top_p: s.top_p,
+            min_p: s.min_p,
+            repeat_penalty: s.repeat_penalty,
+            seed: s.seed,
+            ..SamplingParams::default()
+        };
+        Box::new(EngineSampler(Sampler::new(params)))
+    }
+
+    fn new_sequence(&self) -> Result<SeqState, EngineError> {
+        self.live.fetch_add(1, Ordering::Relaxed);
+        Ok(Box::new(Seq {
+            state: self.model.new_state(self.n_ctx),
+            live: self.live.clone(),
+        }))
+    }
+
+    fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        self.model
+            .forward(state(seq)?, tokens)
+            .map_err(|e| EngineError::Forward(e.to_string()))
+    }
+
+    fn decode_batch(
+        &self,
+        seqs: &mut [&mut SeqState],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        let mut states: Vec<&mut State> = Vec::with_capacity(seqs.len());
+        for s in seqs.iter_mut() {
+            states.push(state(s)?);
+        }
+        self.model
+            .forward_batch(&mut states, tokens)
+            .map_err(|e| EngineError::Forward(e.to_string()))
+    }
+
+    fn memory(&self) -> MemoryUsage {
+        let mut usage = MemoryUsage::default();
+        for m in self.model.source().mappings() {
+            let len = m.len() as u64;
+            if m.mode() == LoadMode::Read {
+                usage.resident_bytes += len;
+            } else {
+                usage.file_backed_bytes += len;
+                usage.resident_bytes += m.resident_bytes(0..m.len()).unwrap_or(0);
+            }
+        }
+        usage.resident_bytes += self.live.load(Ordering::Relaxed) as u64 * self.kv_bytes;
+        usage
+    }
+}
+
+struct Decoder {
+    model: Arc<Model>,
+    inner: StreamDecoder,
+}
+
+impl TextDecoder for Decoder {
+    fn push(&mut self, token: u32) -> String {
+        match self.model.tokenizer() {
+            Some(t) => self.inner.push(t, token),
+            None => String::new(),
+        }
+    }
+
+    fn finish(&mut self) -> String {
+        self.inner.finish()
+    }
+}
+
+struct EngineSampler(Sampler);
+
+impl TokenSampler for EngineSampler {
+    fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+        self.0.sample(logits, history)
+    }
+}
