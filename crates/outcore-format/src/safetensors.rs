@@ -111,70 +111,91 @@ fn describe(e: safetensors::SafeTensorError) -> String {
 impl Shard {
     fn open(path: &Path, mode: LoadMode) -> Result<(Shard, Vec<SafetensorsInfo>), FormatError> {
         let mapping = Mapping::open(path, mode)?;
-        let bad = |reason: String| FormatError::Safetensors {
-            path: path.to_path_buf(),
-            reason,
-        };
-        if mapping.len() < 8 {
-            return Err(bad(format!(
-                "file is {} bytes, shorter than the 8-byte header length",
-                mapping.len()
-            )));
-        }
-        let mut n8 = [0u8; 8];
-        n8.copy_from_slice(&mapping[..8]);
-        let n = u64::from_le_bytes(n8);
-        let file_len = mapping.len() as u64;
-        if n > MAX_HEADER_BYTES || n > file_len - 8 {
-            return Err(FormatError::SafetensorsHeaderTooLarge {
-                path: path.to_path_buf(),
-                len: n,
-                limit: MAX_HEADER_BYTES.min(file_len - 8),
-            });
-        }
-        let (header_len, meta) =
-            SafeTensors::read_metadata(&mapping[..]).map_err(|e| bad(describe(e)))?;
-        let data_start = 8 + header_len;
-        let data_len = mapping.len() - data_start;
-        let mut infos = Vec::new();
-        for (name, info) in meta.tensors() {
-            let (s, e) = info.data_offsets;
-            if s > e || e > data_len {
-                return Err(FormatError::SafetensorsOutOfBounds {
-                    path: path.to_path_buf(),
-                    tensor: name,
-                    start: s as u64,
-                    end: e as u64,
-                    data_len: data_len as u64,
-                });
-            }
-            let n_el = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-            if n_el.and_then(|n| n.checked_mul(info.dtype.size())) != Some(e - s) {
-                return Err(bad(format!(
-                    "tensor `{name}`: {} bytes do not match its dtype and shape",
-                    e - s
-                )));
-            }
-            infos.push(SafetensorsInfo {
-                name,
-                shard: 0,
-                dtype: format!("{:?}", info.dtype),
-                ty: ggml_type_of(info.dtype),
-                shape: info.shape.iter().rev().map(|&d| d as u64).collect(),
-                range: data_start + s..data_start + e,
-            });
-        }
-        infos.sort_by_key(|i| i.range.start);
-        let metadata = meta.metadata().clone().unwrap_or_default();
+        let h = parse_header(path, &mapping)?;
         Ok((
             Shard {
                 mapping,
-                data_start,
-                metadata,
+                data_start: h.data_start,
+                metadata: h.metadata,
             },
-            infos,
+            h.tensors,
         ))
     }
+}
+
+/// A parsed and validated safetensors header.
+#[derive(Clone, Debug)]
+pub struct SafetensorsHeader {
+    /// Absolute offset where tensor data starts (8 + header length).
+    pub data_start: usize,
+    /// Tensors sorted by offset (`shard` is 0).
+    pub tensors: Vec<SafetensorsInfo>,
+    /// The `__metadata__` string map.
+    pub metadata: HashMap<String, String>,
+}
+
+/// Parses and validates the header of a safetensors file whose bytes are `bytes` (the whole
+/// file); `path` only names the file in errors.
+pub fn parse_header(path: &Path, bytes: &[u8]) -> Result<SafetensorsHeader, FormatError> {
+    let bad = |reason: String| FormatError::Safetensors {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if bytes.len() < 8 {
+        return Err(bad(format!(
+            "file is {} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        )));
+    }
+    let mut n8 = [0u8; 8];
+    n8.copy_from_slice(&bytes[..8]);
+    let n = u64::from_le_bytes(n8);
+    let file_len = bytes.len() as u64;
+    if n > MAX_HEADER_BYTES || n > file_len - 8 {
+        return Err(FormatError::SafetensorsHeaderTooLarge {
+            path: path.to_path_buf(),
+            len: n,
+            limit: MAX_HEADER_BYTES.min(file_len - 8),
+        });
+    }
+    let (header_len, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(describe(e)))?;
+    let data_start = 8 + header_len;
+    let data_len = bytes.len() - data_start;
+    let mut tensors = Vec::new();
+    for (name, info) in meta.tensors() {
+        let (s, e) = info.data_offsets;
+        if s > e || e > data_len {
+            return Err(FormatError::SafetensorsOutOfBounds {
+                path: path.to_path_buf(),
+                tensor: name,
+                start: s as u64,
+                end: e as u64,
+                data_len: data_len as u64,
+            });
+        }
+        let n_el = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n_el.and_then(|n| n.checked_mul(info.dtype.size())) != Some(e - s) {
+            return Err(bad(format!(
+                "tensor `{name}`: {} bytes do not match its dtype and shape",
+                e - s
+            )));
+        }
+        tensors.push(SafetensorsInfo {
+            name,
+            shard: 0,
+            dtype: format!("{:?}", info.dtype),
+            ty: ggml_type_of(info.dtype),
+            shape: info.shape.iter().rev().map(|&d| d as u64).collect(),
+            range: data_start + s..data_start + e,
+        });
+    }
+    tensors.sort_by_key(|i| i.range.start);
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    Ok(SafetensorsHeader {
+        data_start,
+        tensors,
+        metadata,
+    })
 }
 
 /// A shard name from the index must be a plain relative path inside the checkpoint directory.

@@ -480,3 +480,35 @@ fn random_corruption_never_panics() {
         let _ = parse_bytes(dir.path(), &b);
     }
 }
+
+/// The in-memory parser (what the fuzz targets drive): many random corruptions, any position,
+/// never a panic, and whatever is accepted lies within the buffer.
+#[test]
+fn in_memory_random_corruption() {
+    use outcore_format::gguf::GgufHeader;
+    let full = valid().b;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as usize
+    };
+    for _ in 0..20_000 {
+        let mut b = full.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = next() % b.len();
+            b[i] = next() as u8;
+        }
+        let len = if next() % 4 == 0 {
+            next() % b.len()
+        } else {
+            b.len()
+        };
+        if let Ok(h) = GgufHeader::parse(&b[..len]) {
+            for t in &h.tensors {
+                assert!(h.data_offset + t.offset + t.size <= len as u64);
+            }
+        }
+    }
+}

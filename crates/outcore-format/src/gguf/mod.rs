@@ -3,5 +3,5 @@ pub mod reader;
 pub mod value;
 pub mod writer;
 
-pub use reader::{GgufFile, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC};
+pub use reader::{GgufFile, GgufHeader, TensorInfo, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, GGUF_MAGIC};
 pub use writer::{GgufWriter, PlannedTensor};

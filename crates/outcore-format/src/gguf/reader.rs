@@ -324,34 +324,43 @@ impl GgufFile {
 
     /// Parses and validates the GGUF in `mapping`; errors name the file.
     pub fn from_mapping(mapping: Mapping) -> Result<GgufFile, FormatError> {
-        match Self::parse(&mapping) {
-            Ok((version, metadata, infos, by_name, alignment, data_offset)) => Ok(GgufFile {
-                metadata,
-                version,
-                infos,
-                by_name,
-                alignment,
-                data_offset,
+        match GgufHeader::parse(&mapping) {
+            Ok(h) => Ok(GgufFile {
+                metadata: h.metadata,
+                version: h.version,
+                infos: h.tensors,
+                by_name: h.by_name,
+                alignment: h.alignment,
+                data_offset: h.data_offset,
                 mapping,
             }),
             Err(e) => Err(e.in_file(mapping.path())),
         }
     }
+}
 
-    #[allow(clippy::type_complexity)]
-    fn parse(
-        buf: &[u8],
-    ) -> Result<
-        (
-            u32,
-            Metadata,
-            Vec<TensorInfo>,
-            HashMap<String, usize>,
-            u64,
-            u64,
-        ),
-        FormatError,
-    > {
+/// The validated header of a GGUF file, parsed from bytes (the whole file, so that tensor
+/// bounds can be checked). [`GgufFile`] is this plus the mapping; this form serves fuzzing and
+/// checks of in-memory buffers.
+#[derive(Clone, Debug)]
+pub struct GgufHeader {
+    pub version: u32,
+    pub metadata: Metadata,
+    /// Tensor infos in file order.
+    pub tensors: Vec<TensorInfo>,
+    by_name: HashMap<String, usize>,
+    pub alignment: u64,
+    /// Absolute offset of the data section.
+    pub data_offset: u64,
+}
+
+impl GgufHeader {
+    pub fn tensor_info(&self, name: &str) -> Option<&TensorInfo> {
+        self.by_name.get(name).map(|&i| &self.tensors[i])
+    }
+
+    /// Parses and validates `buf`, the bytes of a whole GGUF file.
+    pub fn parse(buf: &[u8]) -> Result<GgufHeader, FormatError> {
         let mut c = Cursor { buf, pos: 0 };
         let magic: [u8; 4] = c.array("magic")?;
         if magic != GGUF_MAGIC {
@@ -461,9 +470,18 @@ impl GgufFile {
                 });
             }
         }
-        Ok((version, metadata, infos, by_name, alignment, data_offset))
+        Ok(GgufHeader {
+            version,
+            metadata,
+            tensors: infos,
+            by_name,
+            alignment,
+            data_offset,
+        })
     }
+}
 
+impl GgufFile {
     /// The metadata key/value pairs, in file order.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata
