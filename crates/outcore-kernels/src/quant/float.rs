@@ -2,8 +2,11 @@
 //!
 //! Conversions follow ggml: f16 round-to-nearest-even (`ggml_compute_fp32_to_fp16`, F16C), bf16
 //! `ggml_compute_fp32_to_bf16` from `ggml-impl.h` (round-to-nearest-even, NaN forced quiet).
-//! The scalar dots follow `ggml_vec_dot_{f32,f16,bf16}` in `ggml-cpu/vec.cpp` without SIMD:
-//! each product in f32, summed in f64 (`ggml_float`).
+//! The dots follow `ggml_vec_dot_{f32,f16,bf16}` in `ggml-cpu/vec.cpp` without SIMD: each
+//! product rounded to f32, summed in f64 (`ggml_float`). One deviation so the SIMD twins can be
+//! bit-identical: the f64 sum runs in 8 lanes (element i into lane i % 8), added up in lane
+//! order at the end ([`lane_sum_f64`]). It is at least as accurate as ggml's sequential f64
+//! sum, and more accurate than ggml's SIMD path, which accumulates in f32.
 
 use half::{bf16, f16};
 
@@ -20,6 +23,26 @@ pub fn f32_to_bf16(s: f32) -> bf16 {
         return bf16::from_bits(((u >> 16) | 64) as u16);
     }
     bf16::from_bits((u.wrapping_add(0x7fff + ((u >> 16) & 1)) >> 16) as u16)
+}
+
+/// Sums f32 products in 8 f64 lanes (lane = index % 8), then adds the lanes in order.
+#[inline(always)]
+pub(crate) fn lane_sum_f64(n: usize, prod: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0f64; 8];
+    for i in 0..n {
+        acc[i % 8] += prod(i) as f64;
+    }
+    finish_lanes(&acc)
+}
+
+/// The fixed final order of [`lane_sum_f64`].
+#[inline(always)]
+pub(crate) fn finish_lanes(acc: &[f64; 8]) -> f32 {
+    let mut s = 0.0f64;
+    for a in acc {
+        s += a;
+    }
+    s as f32
 }
 
 /// ggml's `ggml_compute_bf16_to_fp32` (exact).
@@ -42,11 +65,7 @@ impl GgmlBlock for f32 {
     }
 
     fn vec_dot_scalar(x: &[Self], y: &[Self]) -> f32 {
-        let mut sumf = 0.0f64;
-        for (&a, &b) in x.iter().zip(y) {
-            sumf += (a * b) as f64;
-        }
-        sumf as f32
+        lane_sum_f64(x.len().min(y.len()), |i| x[i] * y[i])
     }
 
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {
@@ -72,11 +91,7 @@ impl GgmlBlock for f16 {
     }
 
     fn vec_dot_scalar(x: &[Self], y: &[Self]) -> f32 {
-        let mut sumf = 0.0f64;
-        for (a, b) in x.iter().zip(y) {
-            sumf += (a.to_f32() * b.to_f32()) as f64;
-        }
-        sumf as f32
+        lane_sum_f64(x.len().min(y.len()), |i| x[i].to_f32() * y[i].to_f32())
     }
 
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {
@@ -106,11 +121,9 @@ impl GgmlBlock for bf16 {
     }
 
     fn vec_dot_scalar(x: &[Self], y: &[Self]) -> f32 {
-        let mut sumf = 0.0f64;
-        for (&a, &b) in x.iter().zip(y) {
-            sumf += (bf16_to_f32(a) * bf16_to_f32(b)) as f64;
-        }
-        sumf as f32
+        lane_sum_f64(x.len().min(y.len()), |i| {
+            bf16_to_f32(x[i]) * bf16_to_f32(y[i])
+        })
     }
 
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {

@@ -1,6 +1,24 @@
-//! AVX2 + FMA + F16C kernels.
+//! AVX2 + FMA + F16C twins of the scalar kernels, modelled on ggml `ggml-cpu/arch/x86/quants.c`.
+//!
+//! Every kernel here returns the *same bits* as its scalar twin in `crate::quant`: integer parts
+//! are computed with SIMD in any order (integer sums are exact), and every float operation is
+//! done elementwise in the scalar twin's order (never fused: no FMA where the twin has a
+//! separate multiply and add). That keeps all CPU levels token-for-token identical.
+//!
+//! Soundness: every `unsafe fn` here requires the CPU features in its `#[target_feature]`. The
+//! safe wrappers at the bottom are only reachable through [`table`], which `crate::dispatch`
+//! hands out only after [`is_available`] returned true.
+
+use std::arch::x86_64::*;
+
+use half::{bf16, f16};
 
 use crate::dispatch::{CpuLevel, KernelTable, SCALAR_TABLE};
+use crate::quant::float::finish_lanes;
+use crate::quant::{
+    q3_k, unpack_scales_mins_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
+    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
+};
 
 /// Whether this CPU has every feature these kernels use.
 pub fn is_available() -> bool {
@@ -9,10 +27,742 @@ pub fn is_available() -> bool {
         && is_x86_feature_detected!("f16c")
 }
 
-static TABLE: KernelTable = KernelTable {
+// ---------------------------------------------------------------------------------------------
+// Helpers (all inline into the target_feature kernels).
+
+/// 32 unaligned bytes.
+///
+/// # Safety
+/// Requires AVX; `p` must be valid for reading 32 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load256(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm256_loadu_si256(p as *const __m256i) }
+}
+
+/// 16 unaligned bytes.
+///
+/// # Safety
+/// `p` must be valid for reading 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn load128(p: *const u8) -> __m128i {
+    // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
+    unsafe { _mm_loadu_si128(p as *const __m128i) }
+}
+
+/// 32 nibbles -> 32 bytes: low nibbles of `qs[0..16]` then high nibbles (ggml `bytes_from_nibbles_32`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn nibbles_32(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes.
+    let tmp = unsafe { load128(qs.as_ptr()) };
+    let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
+    _mm256_and_si256(bytes, _mm256_set1_epi8(0x0F))
+}
+
+/// 32 bits -> 32 bytes, 0xFF where the bit is set (ggml `bytes_from_bits_32`).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bits_32(qh: &[u8; 4]) -> __m256i {
+    let x32 = u32::from_le_bytes(*qh) as i32;
+    let shuf = _mm256_set_epi64x(
+        0x0303030303030303,
+        0x0202020202020202,
+        0x0101010101010101,
+        0,
+    );
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x32), shuf);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+/// Signed x signed bytes -> 8 i32 lanes of pair sums (exact while no i16 pair sum exceeds
+/// i16: true for |x| <= 128, |y| <= 127).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+    let ax = _mm256_sign_epi8(x, x);
+    let sy = _mm256_sign_epi8(y, x);
+    _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
+}
+
+/// Unsigned x signed bytes -> 8 i32 lanes (exact for x <= 127 or small products).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+    _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
+}
+
+/// Horizontal sums of four 8-lane i32 vectors -> [sum(v0), sum(v1), sum(v2), sum(v3)].
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
+    let a = _mm256_hadd_epi32(v0, v1);
+    let b = _mm256_hadd_epi32(v2, v3);
+    let c = _mm256_hadd_epi32(a, b);
+    let s = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    let mut out = [0i32; 4];
+    // SAFETY: `out` is 16 writable bytes; storeu has no alignment requirement.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
+    out
+}
+
+/// Integer dot products of many 32-element blocks: `f(i)` gives block i's 8-lane partial sums;
+/// `g(i, sumi)` consumes the exact total in block order.
+#[inline(always)]
+fn for_block_sums(
+    nb: usize,
+    f: impl Fn(usize) -> __m256i,
+    mut g: impl FnMut(usize, i32),
+    hsum: impl Fn([__m256i; 4]) -> [i32; 4],
+) {
+    let mut i = 0;
+    while i + 4 <= nb {
+        let s = hsum([f(i), f(i + 1), f(i + 2), f(i + 3)]);
+        for (k, s) in s.into_iter().enumerate() {
+            g(i + k, s);
+        }
+        i += 4;
+    }
+    while i < nb {
+        let z = f(i);
+        let s = hsum([z, z, z, z]);
+        g(i, s[0]);
+        i += 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element block types.
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    let nb = x.len().min(y.len());
+    let mut sumf = 0.0f32;
+    let sums = |i: usize| {
+        // SAFETY: qs are 32 readable bytes each.
+        let (a, b) = unsafe {
+            (
+                load256(x[i].qs.as_ptr() as *const u8),
+                load256(y[i].qs.as_ptr() as *const u8),
+            )
+        };
+        dot_i8(a, b)
+    };
+    // SAFETY (closure below): AVX2 is enabled in this function.
+    for_block_sums(
+        nb,
+        sums,
+        |i, s| sumf += s as f32 * (x[i].d.to_f32() * y[i].d.to_f32()),
+        |v| hsum4(v[0], v[1], v[2], v[3]),
+    );
+    sumf
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    let nb = x.len().min(y.len());
+    let mut sumf = 0.0f32;
+    let sums = |i: usize| {
+        let q = _mm256_sub_epi8(nibbles_32(&x[i].qs), _mm256_set1_epi8(8));
+        // SAFETY: 32 readable bytes.
+        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
+        dot_i8(q, b)
+    };
+    for_block_sums(
+        nb,
+        sums,
+        |i, s| sumf += s as f32 * x[i].d.to_f32() * y[i].d.to_f32(),
+        |v| hsum4(v[0], v[1], v[2], v[3]),
+    );
+    sumf
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    let nb = x.len().min(y.len());
+    let mut sumf = 0.0f32;
+    let sums = |i: usize| {
+        let q = nibbles_32(&x[i].qs);
+        // SAFETY: 32 readable bytes.
+        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
+        dot_u8_i8(q, b)
+    };
+    for_block_sums(
+        nb,
+        sums,
+        |i, s| {
+            let (x, y) = (&x[i], &y[i]);
+            sumf += (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32();
+        },
+        |v| hsum4(v[0], v[1], v[2], v[3]),
+    );
+    sumf
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+    let nb = x.len().min(y.len());
+    let mut sumf = 0.0f32;
+    let sums = |i: usize| {
+        let q = nibbles_32(&x[i].qs);
+        let hi = _mm256_andnot_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0xF0u8 as i8));
+        let q = _mm256_or_si256(q, hi); // q + 16*bit - 16 as i8
+                                        // SAFETY: 32 readable bytes.
+        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
+        dot_i8(q, b)
+    };
+    for_block_sums(
+        nb,
+        sums,
+        |i, s| sumf += (x[i].d.to_f32() * y[i].d.to_f32()) * s as f32,
+        |v| hsum4(v[0], v[1], v[2], v[3]),
+    );
+    sumf
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+    let nb = x.len().min(y.len());
+    let mut sumf = 0.0f32;
+    let sums = |i: usize| {
+        let q = nibbles_32(&x[i].qs);
+        let hi = _mm256_and_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0x10));
+        let q = _mm256_or_si256(q, hi);
+        // SAFETY: 32 readable bytes.
+        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
+        dot_u8_i8(q, b)
+    };
+    for_block_sums(
+        nb,
+        sums,
+        |i, s| {
+            let (x, y) = (&x[i], &y[i]);
+            sumf += (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32();
+        },
+        |v| hsum4(v[0], v[1], v[2], v[3]),
+    );
+    sumf
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quants. The scalar twins accumulate `aux32[l]` over elements with index % 8 == l and then
+// `sums[l] += d * aux32[l]` in f32; here `aux32` is one 8-lane i32 vector, built so each lane
+// holds exactly the same integer as the scalar lane.
+
+/// 16 per-element products (i16) of 16 unsigned/signed weight bytes and 16 activation bytes,
+/// folded so lane l (0..8) holds p[l] + p[l + 8]. Exact: |p| <= 128*63.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn fold16(w: __m128i, a: __m128i, w_signed: bool) -> __m128i {
+    let w16 = if w_signed {
+        _mm256_cvtepi8_epi16(w)
+    } else {
+        _mm256_cvtepu8_epi16(w)
+    };
+    let p = _mm256_mullo_epi16(w16, _mm256_cvtepi8_epi16(a));
+    _mm_add_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1))
+}
+
+/// acc += scale * widen(v) for 8 i16 lanes.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn acc_scaled(acc: __m256i, v: __m128i, scale: i32) -> __m256i {
+    _mm256_add_epi32(
+        acc,
+        _mm256_mullo_epi32(_mm256_cvtepi16_epi32(v), _mm256_set1_epi32(scale)),
+    )
+}
+
+/// sums[l] += d * aux32[l] (separate multiply and add, as the scalar twin).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn add_lanes(sums: __m256, d: f32, aux32: __m256i) -> __m256 {
+    _mm256_add_ps(
+        sums,
+        _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux32)),
+    )
+}
+
+/// sumf += sums[0] + ... + sums[7] in lane order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn finish_sums(mut sumf: f32, sums: __m256) -> f32 {
+    let mut s = [0f32; 8];
+    // SAFETY: `s` is 32 writable bytes; storeu has no alignment requirement.
+    unsafe { _mm256_storeu_ps(s.as_mut_ptr(), sums) };
+    for v in s {
+        sumf += v;
+    }
+    sumf
+}
+
+/// Accumulates a 32-element sub-block with one scale into `acc` (lane = index % 8).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub32_one_scale(acc: __m256i, w: __m256i, a: __m256i, scale: i32, w_signed: bool) -> __m256i {
+    let lo = fold16(
+        _mm256_castsi256_si128(w),
+        _mm256_castsi256_si128(a),
+        w_signed,
+    );
+    let hi = fold16(
+        _mm256_extracti128_si256(w, 1),
+        _mm256_extracti128_si256(a, 1),
+        w_signed,
+    );
+    // p[l] + p[l+8] + p[l+16] + p[l+24] <= 4*128*31 fits i16.
+    acc_scaled(acc, _mm_add_epi16(lo, hi), scale)
+}
+
+/// Accumulates a 32-element run made of two 16-element groups with their own scales.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub32_two_scales(acc: __m256i, w: __m256i, a: __m256i, s0: i32, s1: i32) -> __m256i {
+    let lo = fold16(_mm256_castsi256_si128(w), _mm256_castsi256_si128(a), true);
+    let hi = fold16(
+        _mm256_extracti128_si256(w, 1),
+        _mm256_extracti128_si256(a, 1),
+        true,
+    );
+    acc_scaled(acc_scaled(acc, lo, s0), hi, s1)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q4_k_q8_k_impl(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    let mut sumf = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    for (x, y) in x.iter().zip(y) {
+        let (scales, mins) = unpack_scales_mins_k4(&x.scales);
+        let mut sumi = 0i32;
+        for j in 0..QK_K / 16 {
+            sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
+        }
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..4 {
+            // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
+            let (q, a0, a1) = unsafe {
+                (
+                    load256(x.qs.as_ptr().add(32 * c)),
+                    load256(y.qs.as_ptr().add(64 * c) as *const u8),
+                    load256(y.qs.as_ptr().add(64 * c + 32) as *const u8),
+                )
+            };
+            let lo = _mm256_and_si256(q, m4);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            acc = sub32_one_scale(acc, lo, a0, scales[2 * c] as i32, false);
+            acc = sub32_one_scale(acc, hi, a1, scales[2 * c + 1] as i32, false);
+        }
+        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+        let dmin = x.dmin.to_f32() * y.d;
+        sumf -= dmin * sumi as f32;
+    }
+    finish_sums(sumf, sums)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q5_k_q8_k_impl(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    let mut sumf = 0.0f32;
+    let m4 = _mm256_set1_epi8(0x0F);
+    let sixteen = _mm256_set1_epi8(16);
+    for (x, y) in x.iter().zip(y) {
+        let (scales, mins) = unpack_scales_mins_k4(&x.scales);
+        let mut sumi = 0i32;
+        for j in 0..QK_K / 16 {
+            sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
+        }
+        // SAFETY: qh is 32 bytes.
+        let qh = unsafe { load256(x.qh.as_ptr()) };
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..4 {
+            // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
+            let (q, a0, a1) = unsafe {
+                (
+                    load256(x.qs.as_ptr().add(32 * c)),
+                    load256(y.qs.as_ptr().add(64 * c) as *const u8),
+                    load256(y.qs.as_ptr().add(64 * c + 32) as *const u8),
+                )
+            };
+            let b0 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+            let b1 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+            let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen);
+            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen);
+            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+            acc = sub32_one_scale(acc, lo, a0, scales[2 * c] as i32, false);
+            acc = sub32_one_scale(acc, hi, a1, scales[2 * c + 1] as i32, false);
+        }
+        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+        let dmin = x.dmin.to_f32() * y.d;
+        sumf -= dmin * sumi as f32;
+    }
+    finish_sums(sumf, sums)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    let m4 = _mm256_set1_epi8(0x0F);
+    let m2 = _mm256_set1_epi8(3);
+    let m32 = _mm256_set1_epi8(32);
+    for (x, y) in x.iter().zip(y) {
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..2 {
+            // SAFETY: ql[64c..64c+64], qh[32c..32c+32] and y.qs[128c..128c+128] are in bounds.
+            let (qa, qb, qh) = unsafe {
+                (
+                    load256(x.ql.as_ptr().add(64 * c)),
+                    load256(x.ql.as_ptr().add(64 * c + 32)),
+                    load256(x.qh.as_ptr().add(32 * c)),
+                )
+            };
+            let h = |s: i32| {
+                let v = match s {
+                    0 => qh,
+                    2 => _mm256_srli_epi16(qh, 2),
+                    4 => _mm256_srli_epi16(qh, 4),
+                    _ => _mm256_srli_epi16(qh, 6),
+                };
+                _mm256_slli_epi16(_mm256_and_si256(v, m2), 4)
+            };
+            let w = [
+                _mm256_or_si256(_mm256_and_si256(qa, m4), h(0)),
+                _mm256_or_si256(_mm256_and_si256(qb, m4), h(2)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qa, 4), m4), h(4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(qb, 4), m4), h(6)),
+            ];
+            for (k, w) in w.into_iter().enumerate() {
+                let w = _mm256_sub_epi8(w, m32);
+                let e = 128 * c + 32 * k;
+                // SAFETY: y.qs[e..e+32] is in bounds (e + 32 <= 256).
+                let a = unsafe { load256(y.qs.as_ptr().add(e) as *const u8) };
+                let g = e / 16;
+                acc = sub32_two_scales(acc, w, a, x.scales[g] as i32, x.scales[g + 1] as i32);
+            }
+        }
+        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+    }
+    finish_sums(0.0, sums)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q3_k_q8_k_impl(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    let mut sums = _mm256_setzero_ps();
+    let m3 = _mm256_set1_epi8(3);
+    let four = _mm256_set1_epi8(4);
+    for (x, y) in x.iter().zip(y) {
+        let scales = q3_k::unpack_scales(&x.scales);
+        // SAFETY: hmask is 32 bytes.
+        let hm = unsafe { load256(x.hmask.as_ptr()) };
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..2 {
+            // SAFETY: qs[32c..32c+32] is in bounds.
+            let q3 = unsafe { load256(x.qs.as_ptr().add(32 * c)) };
+            for k in 0..4 {
+                let v = match k {
+                    0 => q3,
+                    1 => _mm256_srli_epi16(q3, 2),
+                    2 => _mm256_srli_epi16(q3, 4),
+                    _ => _mm256_srli_epi16(q3, 6),
+                };
+                let v = _mm256_and_si256(v, m3);
+                let bit = _mm256_set1_epi8((1u8 << (4 * c + k)) as i8);
+                let set = _mm256_cmpeq_epi8(_mm256_and_si256(hm, bit), bit);
+                let w = _mm256_sub_epi8(v, _mm256_andnot_si256(set, four));
+                let e = 128 * c + 32 * k;
+                // SAFETY: y.qs[e..e+32] is in bounds.
+                let a = unsafe { load256(y.qs.as_ptr().add(e) as *const u8) };
+                let g = e / 16;
+                acc = sub32_two_scales(acc, w, a, scales[g] as i32 - 32, scales[g + 1] as i32 - 32);
+            }
+        }
+        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+    }
+    finish_sums(0.0, sums)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    let mut sumf = 0.0f32;
+    let m3 = _mm256_set1_epi8(3);
+    for (x, y) in x.iter().zip(y) {
+        let sc = &x.scales;
+        let summs: i32 = y.bsums.iter().zip(sc).map(|(&b, &s)| b as i32 * (s >> 4) as i32).sum();
+        let mut acc = _mm256_setzero_si256();
+        for c in 0..2 {
+            // SAFETY: qs[32c..32c+32] is in bounds.
+            let q2 = unsafe { load256(x.qs.as_ptr().add(32 * c)) };
+            for k in 0..4 {
+                let v = match k {
+                    0 => q2,
+                    1 => _mm256_srli_epi16(q2, 2),
+                    2 => _mm256_srli_epi16(q2, 4),
+                    _ => _mm256_srli_epi16(q2, 6),
+                };
+                let v = _mm256_and_si256(v, m3);
+                let e = 128 * c + 32 * k;
+                // SAFETY: y.qs[e..e+32] is in bounds.
+                let a = unsafe { load256(y.qs.as_ptr().add(e) as *const u8) };
+                let p = _mm256_maddubs_epi16(v, a);
+                let g = e / 16;
+                let s = _mm256_set_m128i(
+                    _mm_set1_epi16((sc[g + 1] & 0xF) as i16),
+                    _mm_set1_epi16((sc[g] & 0xF) as i16),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+            }
+        }
+        let isum = hsum4(acc, acc, acc, acc)[0];
+        let dall = y.d * x.d.to_f32();
+        let dmin = y.d * x.dmin.to_f32();
+        sumf += dall * isum as f32 - dmin * summs as f32;
+    }
+    sumf
+}
+
+// ---------------------------------------------------------------------------------------------
+// Float types: products in f32, summed in 8 f64 lanes (see `crate::quant::float`).
+
+/// Adds 8 f32 products to the two 4-lane f64 accumulators.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn acc_f64(acc: &mut [__m256d; 2], p: __m256) {
+    acc[0] = _mm256_add_pd(acc[0], _mm256_cvtps_pd(_mm256_castps256_ps128(p)));
+    acc[1] = _mm256_add_pd(acc[1], _mm256_cvtps_pd(_mm256_extractf128_ps(p, 1)));
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn finish_f64(acc: [__m256d; 2], tail: impl Fn(usize) -> f32, start: usize, n: usize) -> f32 {
+    let mut lanes = [0f64; 8];
+    // SAFETY: `lanes` is 64 writable bytes; storeu has no alignment requirement.
+    unsafe {
+        _mm256_storeu_pd(lanes.as_mut_ptr(), acc[0]);
+        _mm256_storeu_pd(lanes.as_mut_ptr().add(4), acc[1]);
+    }
+    for i in start..n {
+        lanes[i % 8] += tail(i) as f64;
+    }
+    finish_lanes(&lanes)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_f32_impl(x: &[f32], y: &[f32]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm256_setzero_pd(); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, so 8 floats are readable from both.
+        let p = unsafe {
+            _mm256_mul_ps(
+                _mm256_loadu_ps(x.as_ptr().add(i)),
+                _mm256_loadu_ps(y.as_ptr().add(i)),
+            )
+        };
+        acc_f64(&mut acc, p);
+        i += 8;
+    }
+    finish_f64(acc, |i| x[i] * y[i], i, n)
+}
+
+/// # Safety
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn vec_dot_f16_impl(x: &[f16], y: &[f16]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm256_setzero_pd(); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, so 16 bytes are readable from both.
+        let (a, b) = unsafe {
+            (
+                load128(x.as_ptr().add(i) as *const u8),
+                load128(y.as_ptr().add(i) as *const u8),
+            )
+        };
+        let p = _mm256_mul_ps(_mm256_cvtph_ps(a), _mm256_cvtph_ps(b));
+        acc_f64(&mut acc, p);
+        i += 8;
+    }
+    finish_f64(acc, |i| x[i].to_f32() * y[i].to_f32(), i, n)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn vec_dot_bf16_impl(x: &[bf16], y: &[bf16]) -> f32 {
+    let n = x.len().min(y.len());
+    let mut acc = [_mm256_setzero_pd(); 2];
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n, so 16 bytes are readable from both.
+        let (a, b) = unsafe {
+            (
+                load128(x.as_ptr().add(i) as *const u8),
+                load128(y.as_ptr().add(i) as *const u8),
+            )
+        };
+        let a = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(a), 16));
+        let b = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(b), 16));
+        acc_f64(&mut acc, _mm256_mul_ps(a, b));
+        i += 8;
+    }
+    finish_f64(acc, |i| x[i].to_f32() * y[i].to_f32(), i, n)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activation quantizers: ggml's AVX `quantize_row_q8_0` / `quantize_row_q8_1`, whose scalar
+// twins in `crate::quant::q8_0` are written to give the same bytes.
+
+/// Quantizes 32 floats: returns (d, 8 i32 lanes of quants in element order... as 32 i8).
+///
+/// # Safety
+/// Requires AVX2; `x` must have 32 readable floats.
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_32(x: *const f32, qs: *mut i8) -> (f32, __m256i) {
+    // SAFETY: the caller guarantees 32 readable floats.
+    let v = unsafe {
+        [
+            _mm256_loadu_ps(x),
+            _mm256_loadu_ps(x.add(8)),
+            _mm256_loadu_ps(x.add(16)),
+            _mm256_loadu_ps(x.add(24)),
+        ]
+    };
+    let sign = _mm256_set1_ps(-0.0);
+    let mut m = _mm256_andnot_ps(sign, v[0]);
+    for v in &v[1..] {
+        m = _mm256_max_ps(m, _mm256_andnot_ps(sign, *v));
+    }
+    let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    let m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    let amax = _mm_cvtss_f32(m4);
+    let d = amax / 127.0;
+    let id = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let r = |v: __m256| {
+        _mm256_cvtps_epi32(_mm256_round_ps(
+            _mm256_mul_ps(v, id),
+            _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+        ))
+    };
+    let i = [r(v[0]), r(v[1]), r(v[2]), r(v[3])];
+    let sum = _mm256_add_epi32(_mm256_add_epi32(i[0], i[1]), _mm256_add_epi32(i[2], i[3]));
+    let p0 = _mm256_packs_epi32(i[0], i[1]);
+    let p1 = _mm256_packs_epi32(i[2], i[3]);
+    let p = _mm256_packs_epi16(p0, p1);
+    let p = _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    // SAFETY: the caller guarantees 32 writable bytes at `qs`.
+    unsafe { _mm256_storeu_si256(qs as *mut __m256i, p) };
+    (d, sum)
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8_0_impl(x: &[f32], y: &mut [BlockQ8_0]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        // SAFETY: x has 32 floats, b.qs 32 bytes.
+        let (d, _) = unsafe { quantize_32(x.as_ptr(), b.qs.as_mut_ptr()) };
+        b.d = f16::from_f32(d);
+    }
+}
+
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        // SAFETY: x has 32 floats, b.qs 32 bytes.
+        let (d, sum) = unsafe { quantize_32(x.as_ptr(), b.qs.as_mut_ptr()) };
+        let s = hsum4(sum, sum, sum, sum)[0];
+        b.d = f16::from_f32(d);
+        b.s = f16::from_f32(d * s as f32);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Safe entry points and the table.
+
+macro_rules! safe_wrappers {
+    ($($name:ident => $imp:ident ($x:ty, $y:ty) -> $ret:ty;)*) => {
+        $(
+            fn $name(x: $x, y: $y) -> $ret {
+                // SAFETY: only reachable through `table()`, which dispatch hands out after
+                // `is_available()` confirmed AVX2, FMA and F16C.
+                unsafe { $imp(x, y) }
+            }
+        )*
+    };
+}
+
+safe_wrappers! {
+    vec_dot_q8_0_q8_0 => vec_dot_q8_0_q8_0_impl(&[BlockQ8_0], &[BlockQ8_0]) -> f32;
+    vec_dot_q4_0_q8_0 => vec_dot_q4_0_q8_0_impl(&[BlockQ4_0], &[BlockQ8_0]) -> f32;
+    vec_dot_q4_1_q8_1 => vec_dot_q4_1_q8_1_impl(&[BlockQ4_1], &[BlockQ8_1]) -> f32;
+    vec_dot_q5_0_q8_0 => vec_dot_q5_0_q8_0_impl(&[BlockQ5_0], &[BlockQ8_0]) -> f32;
+    vec_dot_q5_1_q8_1 => vec_dot_q5_1_q8_1_impl(&[BlockQ5_1], &[BlockQ8_1]) -> f32;
+    vec_dot_q2_k_q8_k => vec_dot_q2_k_q8_k_impl(&[BlockQ2K], &[BlockQ8K]) -> f32;
+    vec_dot_q3_k_q8_k => vec_dot_q3_k_q8_k_impl(&[BlockQ3K], &[BlockQ8K]) -> f32;
+    vec_dot_q4_k_q8_k => vec_dot_q4_k_q8_k_impl(&[BlockQ4K], &[BlockQ8K]) -> f32;
+    vec_dot_q5_k_q8_k => vec_dot_q5_k_q8_k_impl(&[BlockQ5K], &[BlockQ8K]) -> f32;
+    vec_dot_q6_k_q8_k => vec_dot_q6_k_q8_k_impl(&[BlockQ6K], &[BlockQ8K]) -> f32;
+    vec_dot_f32 => vec_dot_f32_impl(&[f32], &[f32]) -> f32;
+    vec_dot_f16 => vec_dot_f16_impl(&[f16], &[f16]) -> f32;
+    vec_dot_bf16 => vec_dot_bf16_impl(&[bf16], &[bf16]) -> f32;
+    quantize_q8_0 => quantize_q8_0_impl(&[f32], &mut [BlockQ8_0]) -> ();
+    quantize_q8_1 => quantize_q8_1_impl(&[f32], &mut [BlockQ8_1]) -> ();
+}
+
+/// The AVX2 kernels, shared with the AVX-512 table for types it has no kernel of its own for.
+pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     level: CpuLevel::Avx2,
+    q8_0_q8_0: vec_dot_q8_0_q8_0,
+    q4_0_q8_0: vec_dot_q4_0_q8_0,
+    q4_1_q8_1: vec_dot_q4_1_q8_1,
+    q5_0_q8_0: vec_dot_q5_0_q8_0,
+    q5_1_q8_1: vec_dot_q5_1_q8_1,
+    q2_k_q8_k: vec_dot_q2_k_q8_k,
+    q3_k_q8_k: vec_dot_q3_k_q8_k,
+    q4_k_q8_k: vec_dot_q4_k_q8_k,
+    q5_k_q8_k: vec_dot_q5_k_q8_k,
+    q6_k_q8_k: vec_dot_q6_k_q8_k,
+    f32_f32: vec_dot_f32,
+    f16_f16: vec_dot_f16,
+    bf16_bf16: vec_dot_bf16,
+    quantize_q8_0,
+    quantize_q8_1,
     ..SCALAR_TABLE
 };
+
+static TABLE: KernelTable = AVX2_TABLE;
 
 /// This level's table (callers check [`is_available`] first).
 pub(crate) fn table() -> &'static KernelTable {

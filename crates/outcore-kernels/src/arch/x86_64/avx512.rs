@@ -1,6 +1,7 @@
 //! AVX-512 (F, BW, VL, VNNI) kernels; types without an AVX-512 kernel use the AVX2 one.
 
-use crate::dispatch::{CpuLevel, KernelTable, SCALAR_TABLE};
+use super::avx2::AVX2_TABLE;
+use crate::dispatch::{CpuLevel, KernelTable};
 
 /// Whether this CPU has every feature these kernels use.
 pub fn is_available() -> bool {
@@ -13,7 +14,7 @@ pub fn is_available() -> bool {
 
 static TABLE: KernelTable = KernelTable {
     level: CpuLevel::Avx512,
-    ..SCALAR_TABLE
+    ..AVX2_TABLE
 };
 
 /// This level's table (callers check [`is_available`] first).

@@ -1,0 +1,157 @@
+//! Every SIMD kernel gives the same bits as its scalar twin (style: "Run every path and assert
+//! that they agree"), on random data over odd lengths, for every level this CPU can run.
+//! The SIMD kernels do their integer work in any order but their float work in the scalar
+//! order, so equality is exact, not within a tolerance.
+
+use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
+use outcore_kernels::{
+    quantize_activation_with, quantize_row, row_bytes, vec_dot_type, vec_dot_with, GgmlType,
+};
+
+struct Rng(u64);
+impl Rng {
+    fn u32(&mut self) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 16) as u32
+    }
+    fn f32(&mut self) -> f32 {
+        (self.u32() as f32 / u32::MAX as f32) * 2.0 - 1.0
+    }
+    fn row(&mut self, n: usize) -> Vec<f32> {
+        let scale = [0.01f32, 0.3, 1.0, 40.0][(self.u32() % 4) as usize];
+        (0..n).map(|_| self.f32() * scale).collect()
+    }
+}
+
+fn simd_levels() -> Vec<&'static KernelTable> {
+    CpuLevel::ALL
+        .iter()
+        .filter(|l| **l != CpuLevel::Scalar)
+        .filter_map(|&l| table(l))
+        .collect()
+}
+
+fn scalar() -> &'static KernelTable {
+    table(CpuLevel::Scalar).unwrap()
+}
+
+#[test]
+fn simd_levels_exist_on_this_machine() {
+    eprintln!(
+        "kernel levels here: {:?}",
+        simd_levels().iter().map(|k| k.level).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn vec_dot_simd_equals_scalar_bit_for_bit() {
+    let mut rng = Rng(0x9E3779B97F4A7C15);
+    for ty in GgmlType::ALL {
+        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
+            continue;
+        }
+        let bs = ty.block_size();
+        let lens: Vec<usize> = if bs == 1 {
+            vec![
+                1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 64, 65, 127, 129, 255, 1023,
+            ]
+        } else {
+            [1, 2, 3, 4, 5, 7, 9, 13].map(|b| b * bs).to_vec()
+        };
+        for n in lens {
+            for trial in 0..4 {
+                let wf = rng.row(n);
+                let mut w = vec![0u8; row_bytes(ty, n).unwrap()];
+                quantize_row(ty, &wf, &mut w).unwrap();
+                if trial == 3 && !ty.is_float() {
+                    // raw random bytes (scales included) as a worst case for the integer paths;
+                    // keep the f16 scale fields finite by clearing their exponent's top bit.
+                    for b in w.iter_mut() {
+                        *b = (rng.u32() & 0xFF) as u8;
+                    }
+                    sanitize_scales(ty, &mut w);
+                }
+                let x = rng.row(n);
+                let vd = vec_dot_type(ty);
+                let mut act = vec![0u8; row_bytes(vd, n).unwrap()];
+                quantize_activation_with(scalar(), vd, &x, &mut act).unwrap();
+                let want = vec_dot_with(scalar(), ty, n, &w, &act).unwrap();
+                for k in simd_levels() {
+                    let got = vec_dot_with(k, ty, n, &w, &act).unwrap();
+                    assert_eq!(
+                        got.to_bits(),
+                        want.to_bits(),
+                        "{ty} n={n} trial {trial} [{:?}]: {got} vs scalar {want}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Clears bit 14 of every f16 scale so it is finite (exponent < 31).
+fn sanitize_scales(ty: GgmlType, w: &mut [u8]) {
+    let offs: &[usize] = match ty {
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q2_K => &[80, 82],
+        GgmlType::Q3_K => &[108],
+        GgmlType::Q6_K => &[208],
+        _ => &[],
+    };
+    for blk in w.chunks_exact_mut(ty.type_size()) {
+        for &o in offs {
+            blk[o + 1] &= 0xBF;
+        }
+    }
+    if ty == GgmlType::Q8_0 {
+        // ggml's Q8_0 never holds -128 (the i8 trick needs |w| <= 127 with |a| = 127).
+        for blk in w.chunks_exact_mut(34) {
+            for q in &mut blk[2..] {
+                if *q == 0x80 {
+                    *q = 0x81;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn activation_quantizers_simd_equal_scalar() {
+    let mut rng = Rng(12345);
+    for vd in [
+        GgmlType::Q8_0,
+        GgmlType::Q8_1,
+        GgmlType::Q8_K,
+        GgmlType::F16,
+        GgmlType::F32,
+        GgmlType::BF16,
+    ] {
+        for nb in [1usize, 2, 3, 5, 8, 17] {
+            let n = nb * vd.block_size() * if vd.block_size() == 1 { 37 } else { 1 };
+            for trial in 0..6 {
+                let mut x = rng.row(n);
+                match trial {
+                    1 => x.iter_mut().step_by(3).for_each(|v| *v = 0.0),
+                    2 => x.iter_mut().for_each(|v| *v = 0.0),
+                    3 => x
+                        .iter_mut()
+                        .enumerate()
+                        .for_each(|(i, v)| *v = (i % 7) as f32 * 0.5 - 1.5), // exact ties
+                    4 => x.iter_mut().for_each(|v| *v = -v.abs()),
+                    _ => {}
+                }
+                let mut want = vec![0u8; row_bytes(vd, n).unwrap()];
+                quantize_activation_with(scalar(), vd, &x, &mut want).unwrap();
+                for k in simd_levels() {
+                    let mut got = vec![0u8; want.len()];
+                    quantize_activation_with(k, vd, &x, &mut got).unwrap();
+                    assert!(got == want, "{vd} n={n} trial {trial} [{:?}]", k.level);
+                }
+            }
+        }
+    }
+}
