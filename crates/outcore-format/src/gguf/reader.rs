@@ -26,6 +26,10 @@ pub const MAX_DIMS: u32 = 4;
 /// Deepest nesting of arrays inside arrays that we accept.
 pub const MAX_ARRAY_DEPTH: usize = 4;
 
+/// Most elements reserved up front for a string or nested array (they grow past it as needed), so
+/// a count that fits the file but lies about the layout cannot make us reserve much more memory
+/// than the elements actually parsed.
+const PREALLOC_CAP: usize = 1 << 16;
 /// Smallest encoding of one metadata pair: empty key (8), type (4), 1-byte value.
 const MIN_KV_BYTES: u64 = 13;
 /// Smallest encoding of one tensor info: empty name (8), n_dims (4), one dim (8), type (4), offset (8).
@@ -244,14 +248,14 @@ impl<'a> Cursor<'a> {
             ValueType::I64 => Array::I64(self.scalars(n, "i64 array", i64::from_le_bytes)?),
             ValueType::F64 => Array::F64(self.scalars(n, "f64 array", f64::from_le_bytes)?),
             ValueType::String => {
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity((n as usize).min(PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(self.string("string array element")?);
                 }
                 Array::String(v)
             }
             ValueType::Array => {
-                let mut v = Vec::with_capacity(n as usize);
+                let mut v = Vec::with_capacity((n as usize).min(PREALLOC_CAP));
                 for _ in 0..n {
                     v.push(self.array_value(key, depth + 1)?);
                 }
