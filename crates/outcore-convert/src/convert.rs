@@ -298,7 +298,7 @@ pub fn convert_hf(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Repo
                 row_len: shape[0] as usize,
                 permute: rows_per_head,
                 one_d,
-                bytes: info.range.len() as u64,
+                bytes: info.len,
             }),
         });
     }

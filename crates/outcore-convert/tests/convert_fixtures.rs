@@ -204,7 +204,7 @@ fn bad_inputs_fail_before_writing() {
     let d = fresh("missing-shard");
     std::fs::remove_file(d.join("model-00003-of-00008.safetensors")).unwrap();
     assert_fails_without_output(&opts(&d, &out, FileType::F32), |e| {
-        matches!(e, ConvertError::Missing { .. })
+        e.to_string().contains("model-00003-of-00008.safetensors")
     });
 
     // The index names a tensor its shard does not hold.
@@ -216,10 +216,9 @@ fn bad_inputs_fail_before_writing() {
         1,
     );
     std::fs::write(&idx, text).unwrap();
-    assert_fails_without_output(
-        &opts(&d, &out, FileType::F32),
-        |e| matches!(e, ConvertError::BadTensor { tensor, .. } if tensor.contains("layers.9")),
-    );
+    assert_fails_without_output(&opts(&d, &out, FileType::F32), |e| {
+        e.to_string().contains("model.layers.9.mlp.up_proj.weight")
+    });
 
     // Shape mismatch against config.json.
     let d = fresh("shape");
