@@ -2,3 +2,5 @@
 #![forbid(unsafe_code)]
 
 pub mod memory;
+pub mod chat;
+pub mod tokenizer;
