@@ -81,19 +81,22 @@ pub fn can_encode(ty: GgmlType) -> bool {
     ty.is_float() || kernels::has_quantizer(ty)
 }
 
+/// The quantized types, through `outcore-kernels`' reference quantizers (ggml's `quantize_row_*_ref`).
 mod kernels {
     use outcore_format::GgmlType;
 
-    pub fn has_quantizer(_ty: GgmlType) -> bool {
-        false
+    pub fn has_quantizer(ty: GgmlType) -> bool {
+        let n = ty.block_size();
+        let mut dst = vec![0u8; ty.type_size()];
+        outcore_kernels::quantize_row(ty, &vec![0.0; n], &mut dst).is_ok()
     }
 
-    pub fn quantize(ty: GgmlType, _src: &[f32], _dst: &mut [u8]) -> Result<(), String> {
-        Err(format!("no quantizer for {ty} in this build"))
+    pub fn quantize(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), String> {
+        outcore_kernels::quantize_row(ty, src, dst).map_err(|e| e.to_string())
     }
 
-    pub fn dequantize(ty: GgmlType, _src: &[u8], _dst: &mut [f32]) -> Result<(), String> {
-        Err(format!("no dequantizer for {ty} in this build"))
+    pub fn dequantize(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(), String> {
+        outcore_kernels::dequantize_row(ty, src, dst).map_err(|e| e.to_string())
     }
 }
 

@@ -16,6 +16,7 @@ pub mod hf;
 pub mod mix;
 pub mod names;
 pub mod pipeline;
+pub mod requantize;
 pub mod source;
 pub mod sysmem;
 pub mod vocab;

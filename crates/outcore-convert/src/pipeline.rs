@@ -30,6 +30,10 @@ pub trait RowSource: Sync {
     }
     /// Bytes this tensor occupies in the input (for progress and throughput).
     fn input_bytes(&self) -> u64;
+    /// The tensor's bytes, already in the output type: copied as they are instead of re-encoded.
+    fn raw(&self) -> Option<&[u8]> {
+        None
+    }
 }
 
 /// One tensor of the output file.
@@ -98,7 +102,7 @@ pub fn check_encodable(tensors: &[OutTensor<'_>]) -> Result<()> {
                 block: t.ty.block_size(),
             });
         }
-        if !crate::codec::can_encode(t.ty) {
+        if t.source.raw().is_none() && !crate::codec::can_encode(t.ty) {
             return Err(ConvertError::Kernel {
                 tensor: t.name.clone(),
                 ty: t.ty,
@@ -170,22 +174,26 @@ pub fn write_gguf(
             let src = &*t.source;
             let name = &t.name;
             let ty = t.ty;
-            pool.install(|| {
-                buf.par_chunks_mut(per_task * row_bytes)
-                    .enumerate()
-                    .try_for_each(|(i, dst)| {
-                        let first = done + i * per_task;
-                        let n = dst.len() / row_bytes;
-                        let mut f = vec![0f32; n * row_len];
-                        src.fill(first, &mut f)?;
-                        for (frow, drow) in
-                            f.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_bytes))
-                        {
-                            encode_row(ty, frow, drow, name)?;
-                        }
-                        Ok::<(), ConvertError>(())
-                    })
-            })?;
+            if let Some(raw) = src.raw() {
+                buf.copy_from_slice(&raw[done * row_bytes..(done + rows) * row_bytes]);
+            } else {
+                pool.install(|| {
+                    buf.par_chunks_mut(per_task * row_bytes)
+                        .enumerate()
+                        .try_for_each(|(i, dst)| {
+                            let first = done + i * per_task;
+                            let n = dst.len() / row_bytes;
+                            let mut f = vec![0f32; n * row_len];
+                            src.fill(first, &mut f)?;
+                            for (frow, drow) in
+                                f.chunks_exact(row_len).zip(dst.chunks_exact_mut(row_bytes))
+                            {
+                                encode_row(ty, frow, drow, name)?;
+                            }
+                            Ok::<(), ConvertError>(())
+                        })
+                })?;
+            }
             writer.write_chunk(&buf)?;
             if mode == Mode::LowMemory {
                 t.source.release(done, rows);
