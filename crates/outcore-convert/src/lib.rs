@@ -18,6 +18,8 @@ pub mod names;
 pub mod pipeline;
 pub mod requantize;
 pub mod source;
+pub mod st_writer;
+pub mod synth;
 pub mod sysmem;
 pub mod vocab;
 

@@ -113,6 +113,27 @@ pub fn check_encodable(tensors: &[OutTensor<'_>]) -> Result<()> {
     Ok(())
 }
 
+/// Where encoded tensors go, one after another, each in declared order.
+pub trait Sink {
+    fn begin_tensor(&mut self, name: &str) -> Result<()>;
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()>;
+    fn end_tensor(&mut self) -> Result<()>;
+}
+
+impl Sink for GgufWriter {
+    fn begin_tensor(&mut self, name: &str) -> Result<()> {
+        Ok(GgufWriter::begin_tensor(self, name)?)
+    }
+
+    fn write_chunk(&mut self, bytes: &[u8]) -> Result<()> {
+        Ok(GgufWriter::write_chunk(self, bytes)?)
+    }
+
+    fn end_tensor(&mut self) -> Result<()> {
+        Ok(GgufWriter::end_tensor(self)?)
+    }
+}
+
 /// Writes `tensors` (in order) with `metadata` to `path` atomically.
 pub fn write_gguf(
     path: &Path,
@@ -124,18 +145,32 @@ pub fn write_gguf(
     progress: &dyn Progress,
 ) -> Result<WriteStats> {
     check_encodable(&tensors)?;
-    let start = Instant::now();
     let infos: Vec<(String, GgmlType, Vec<u64>)> = tensors
         .iter()
         .map(|t| (t.name.clone(), t.ty, t.shape.clone()))
         .collect();
+    let mut writer = GgufWriter::create(path, force, metadata, infos, 32)?;
+    let stats = stream(&tensors, &mut writer, mode, threads, progress)?;
+    writer.finish()?;
+    Ok(stats)
+}
+
+/// Encodes every tensor into `sink`, in order, chunk by chunk.
+pub fn stream(
+    tensors: &[OutTensor<'_>],
+    writer: &mut dyn Sink,
+    mode: Mode,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<WriteStats> {
+    check_encodable(tensors)?;
+    let start = Instant::now();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()
         .map_err(|e| ConvertError::Invalid {
             what: format!("thread pool: {e}"),
         })?;
-    let mut writer = GgufWriter::create(path, force, metadata, infos, 32)?;
     let total_in: u64 = tensors.iter().map(|t| t.source.input_bytes()).sum();
     progress.start(total_in);
     let mut stats = WriteStats {
@@ -143,7 +178,7 @@ pub fn write_gguf(
         ..Default::default()
     };
     let mut buf: Vec<u8> = Vec::new();
-    for t in &tensors {
+    for t in tensors {
         progress.tensor(&t.name, t.ty);
         writer.begin_tensor(&t.name)?;
         let row_len = t.row_len();
@@ -218,7 +253,6 @@ pub fn write_gguf(
             buf = Vec::new();
         }
     }
-    writer.finish()?;
     progress.finish();
     stats.elapsed = start.elapsed();
     Ok(stats)
