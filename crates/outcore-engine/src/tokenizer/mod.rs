@@ -31,6 +31,9 @@ pub use pretokenize::PreKind;
 use bpe::{BpeRanks, BpeScratch};
 use pretokenize::{pre_config, PreTokenizer};
 
+#[cfg(test)]
+use decode::clean_up_spaces;
+
 /// GGUF token types (`tokenizer.ggml.token_type`, llama.cpp `llama_token_type`).
 pub mod token_type {
     pub const UNDEFINED: i32 = 0;
@@ -830,64 +833,6 @@ impl Tokenizer {
         frags
     }
 
-    /// The piece llama.cpp caches for `token_to_piece(id, special = true)`.
-    fn compute_piece(&self, id: u32) -> Vec<u8> {
-        let a = self.vocab.attrs[id as usize];
-        let text = &self.vocab.tokens[id as usize];
-        if a & (attr::UNKNOWN | attr::CONTROL | attr::USER_DEFINED) != 0 {
-            return text.as_bytes().to_vec();
-        }
-        if a & attr::NORMAL != 0 {
-            return match self.vtype {
-                VocabType::Spm => text.replace('\u{2581}', " ").into_bytes(),
-                VocabType::Bpe => decode_byte_level(text),
-            };
-        }
-        if a & attr::BYTE != 0 {
-            return parse_byte_token(text).map(|b| vec![b]).unwrap_or_default();
-        }
-        Vec::new()
-    }
-
-    /// The bytes of one token (`llama_token_to_piece` with `lstrip = 0`). With `special = false`,
-    /// control and unknown tokens give nothing; with `special = true` they give their text. Byte
-    /// tokens (`<0x0A>`) give their byte, so a piece may be an incomplete UTF-8 sequence. Ids out
-    /// of range give nothing.
-    pub fn token_to_piece(&self, id: u32, special: bool) -> &[u8] {
-        let Some(piece) = self.pieces.get(id as usize) else {
-            return &[];
-        };
-        if !special && self.vocab.attrs[id as usize] & (attr::UNKNOWN | attr::CONTROL) != 0 {
-            return &[];
-        }
-        piece
-    }
-
-    /// Detokenizes like llama.cpp's `llama_detokenize(tokens, remove_special = false, unparse_special = special)`:
-    /// the pieces joined, the first token's leading space removed for SPM vocabularies
-    /// (`add_space_prefix`), and the `clean_up_tokenization_spaces` passes where the
-    /// pre-tokenizer asks for them.
-    pub fn detokenize(&self, ids: &[u32], special: bool) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (i, &id) in ids.iter().enumerate() {
-            let piece = self.token_to_piece(id, special);
-            if i == 0 && self.add_space_prefix && piece.first() == Some(&b' ') {
-                out.extend_from_slice(&piece[1..]);
-            } else {
-                out.extend_from_slice(piece);
-            }
-        }
-        if self.clean_spaces {
-            clean_up_spaces(&mut out);
-        }
-        out
-    }
-
-    /// [`Tokenizer::detokenize`] without special tokens, as a string (invalid UTF-8 replaced).
-    pub fn decode(&self, ids: &[u32]) -> String {
-        String::from_utf8_lossy(&self.detokenize(ids, false)).into_owned()
-    }
-
     pub fn vocab_type(&self) -> VocabType {
         self.vtype
     }
@@ -1014,85 +959,6 @@ impl CSpace for u8 {
     fn is_ascii_whitespace_c(&self) -> bool {
         matches!(*self, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r')
     }
-}
-
-/// `<0xXX>` -> the byte.
-fn parse_byte_token(text: &str) -> Option<u8> {
-    let hex = text.strip_prefix("<0x")?.strip_suffix('>')?;
-    u8::from_str_radix(hex, 16).ok()
-}
-
-/// Byte-level BPE token text -> bytes (llama.cpp `llama_decode_text`, including its
-/// `[UNK_BYTE_0x..]` marker for characters outside the byte mapping).
-fn decode_byte_level(text: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(text.len());
-    for c in text.chars() {
-        match unicode::char_to_byte(c) {
-            Some(b) => out.push(b),
-            None => {
-                out.extend_from_slice(b"[UNK_BYTE_0x");
-                let mut buf = [0u8; 4];
-                for b in c.encode_utf8(&mut buf).bytes() {
-                    out.extend_from_slice(format!("{b:02x}").as_bytes());
-                }
-                out.extend_from_slice(text.as_bytes());
-                out.push(b']');
-            }
-        }
-    }
-    out
-}
-
-/// llama.cpp's three `clean_spaces` passes over detokenized text, done in place the same way.
-fn clean_up_spaces(text: &mut Vec<u8>) {
-    // " ?", " !", " .", " ,"  -> drop the space
-    let n = text.len();
-    let mut total = usize::from(n > 0);
-    for i in 1..n {
-        let x = text[i];
-        if text[i - 1] == b' ' && matches!(x, b'?' | b'!' | b'.' | b',') {
-            total -= 1;
-        }
-        text[total] = x;
-        total += 1;
-    }
-    text.truncate(total);
-    // " ' " -> "'"
-    let n = text.len();
-    let mut total = usize::from(n > 0);
-    let mut i = 1;
-    while i < n {
-        let x = text[i];
-        if x == b'\'' && i + 1 < n && text[i - 1] == b' ' && text[i + 1] == b' ' {
-            total -= 1;
-            i += 1;
-            text[i] = 0;
-        }
-        text[total] = x;
-        total += 1;
-        i += 1;
-    }
-    text.truncate(total);
-    // " 's", " 'm", " 're", " 've" -> drop the space
-    let n = text.len();
-    let mut total = usize::from(n > 0);
-    for i in 1..n {
-        let x = text[i];
-        if text[i - 1] == b' ' && x == b'\'' && i + 1 < n {
-            let x1 = text[i + 1];
-            if matches!(x1, b's' | b'm') {
-                total -= 1;
-            } else if !matches!(x1, b't' | b'd') && i + 2 < n {
-                let x2 = text[i + 2];
-                if (x1 == b'r' || x1 == b'v') && x2 == b'e' {
-                    total -= 1;
-                }
-            }
-        }
-        text[total] = x;
-        total += 1;
-    }
-    text.truncate(total);
 }
 
 #[cfg(test)]
