@@ -98,51 +98,86 @@ fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
 /// Horizontal sums of four 8-lane i32 vectors -> [sum(v0), sum(v1), sum(v2), sum(v3)].
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
+fn hsum4_v(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> __m128i {
     let a = _mm256_hadd_epi32(v0, v1);
     let b = _mm256_hadd_epi32(v2, v3);
     let c = _mm256_hadd_epi32(a, b);
-    let s = _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    _mm_add_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1))
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
     let mut out = [0i32; 4];
     // SAFETY: `out` is 16 writable bytes; storeu has no alignment requirement.
-    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, s) };
+    unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, hsum4_v(v0, v1, v2, v3)) };
     out
 }
 
-/// Integer dot products of many 32-element blocks: `f(i)` gives block i's 8-lane partial sums;
-/// `g(i, sumi)` consumes the exact total in block order.
+/// Four f16 -> four f32 with F16C (exact, like `f16::to_f32`).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16x4(h: [f16; 4]) -> __m128 {
+    let bits = h[0].to_bits() as u64
+        | (h[1].to_bits() as u64) << 16
+        | (h[2].to_bits() as u64) << 32
+        | (h[3].to_bits() as u64) << 48;
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Eight f16 given as four (lo, hi) pairs -> [lo0, hi0, lo1, hi1, ...] as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16x4_pairs(p: [(f16, f16); 4]) -> __m256 {
+    let w = |i: usize| (p[i].0.to_bits() as u32 | (p[i].1.to_bits() as u32) << 16) as i32;
+    _mm256_cvtph_ps(_mm_setr_epi32(w(0), w(1), w(2), w(3)))
+}
+
+/// Runs a 32-element-block dot product four blocks at a time. `sums(i)` gives block i's 8-lane
+/// integer partial sums; `contrib(idx, sumi)` turns the exact block totals of the four blocks
+/// `idx` into their f32 contributions with the scalar twin's elementwise float ops; those are
+/// added to `sumf` in block order, as the scalar loop does. Tail blocks repeat the last index
+/// and only the valid lanes are added.
 #[inline(always)]
-fn for_block_sums(
+fn blocks_by_4(
     nb: usize,
-    f: impl Fn(usize) -> __m256i,
-    mut g: impl FnMut(usize, i32),
-    hsum: impl Fn([__m256i; 4]) -> [i32; 4],
-) {
+    sums: impl Fn(usize) -> __m256i,
+    contrib: impl Fn([usize; 4], __m128i) -> __m128,
+    hsum: impl Fn([__m256i; 4]) -> __m128i,
+    store: impl Fn(__m128) -> [f32; 4],
+) -> f32 {
+    let mut sumf = 0.0f32;
     let mut i = 0;
-    while i + 4 <= nb {
-        let s = hsum([f(i), f(i + 1), f(i + 2), f(i + 3)]);
-        for (k, s) in s.into_iter().enumerate() {
-            g(i + k, s);
-        }
-        i += 4;
-    }
     while i < nb {
-        let z = f(i);
-        let s = hsum([z, z, z, z]);
-        g(i, s[0]);
-        i += 1;
+        let r = (nb - i).min(4);
+        let idx = [i, i + 1.min(r - 1), i + 2.min(r - 1), i + 3.min(r - 1)];
+        let s = hsum([sums(idx[0]), sums(idx[1]), sums(idx[2]), sums(idx[3])]);
+        let c = store(contrib(idx, s));
+        for v in &c[..r] {
+            sumf += v;
+        }
+        i += r;
     }
+    sumf
+}
+
+#[inline]
+#[target_feature(enable = "avx2")]
+fn store4(v: __m128) -> [f32; 4] {
+    let mut out = [0f32; 4];
+    // SAFETY: `out` is 16 writable bytes; storeu has no alignment requirement.
+    unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
+    out
 }
 
 // ---------------------------------------------------------------------------------------------
 // 32-element block types.
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
     let nb = x.len().min(y.len());
-    let mut sumf = 0.0f32;
     let sums = |i: usize| {
         // SAFETY: qs are 32 readable bytes each.
         let (a, b) = unsafe {
@@ -153,67 +188,90 @@ unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
         };
         dot_i8(a, b)
     };
-    // SAFETY (closure below): AVX2 is enabled in this function.
-    for_block_sums(
+    // sumi * (dx * dy)
+    let contrib = |k: [usize; 4], s: __m128i| {
+        let dx = f16x4(k.map(|i| x[i].d));
+        let dy = f16x4(k.map(|i| y[i].d));
+        _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_mul_ps(dx, dy))
+    };
+    blocks_by_4(
         nb,
         sums,
-        |i, s| sumf += s as f32 * (x[i].d.to_f32() * y[i].d.to_f32()),
-        |v| hsum4(v[0], v[1], v[2], v[3]),
-    );
-    sumf
+        contrib,
+        |v| hsum4_v(v[0], v[1], v[2], v[3]),
+        |v| store4(v),
+    )
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     let nb = x.len().min(y.len());
-    let mut sumf = 0.0f32;
     let sums = |i: usize| {
         let q = _mm256_sub_epi8(nibbles_32(&x[i].qs), _mm256_set1_epi8(8));
         // SAFETY: 32 readable bytes.
         let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
         dot_i8(q, b)
     };
-    for_block_sums(
+    // (sumi * dx) * dy
+    let contrib = |k: [usize; 4], s: __m128i| {
+        let dx = f16x4(k.map(|i| x[i].d));
+        let dy = f16x4(k.map(|i| y[i].d));
+        _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(s), dx), dy)
+    };
+    blocks_by_4(
         nb,
         sums,
-        |i, s| sumf += s as f32 * x[i].d.to_f32() * y[i].d.to_f32(),
-        |v| hsum4(v[0], v[1], v[2], v[3]),
-    );
-    sumf
+        contrib,
+        |v| hsum4_v(v[0], v[1], v[2], v[3]),
+        |v| store4(v),
+    )
+}
+
+/// (dx*dy)*sumi + mx*sy for four blocks: [dx,mx] * [dy,sy] pairwise, times [sumi, 1], pair sums.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn contrib_dm(xdm: [(f16, f16); 4], yds: [(f16, f16); 4], s: __m128i) -> __m128 {
+    let t = _mm256_mul_ps(f16x4_pairs(xdm), f16x4_pairs(yds)); // [dx*dy, mx*sy, ...]
+    let sf = _mm_cvtepi32_ps(s);
+    let one = _mm_set1_ps(1.0);
+    let f = _mm256_set_m128(_mm_unpackhi_ps(sf, one), _mm_unpacklo_ps(sf, one)); // [s0,1,s1,1 | s2,1,s3,1]
+    let u = _mm256_mul_ps(t, f); // x*1.0 is exact
+    let h = _mm256_hadd_ps(u, u); // [c0, c1, c0, c1 | c2, c3, c2, c3]
+    let lo = _mm_castps_pd(_mm256_castps256_ps128(h));
+    let hi = _mm_castps_pd(_mm256_extractf128_ps(h, 1));
+    _mm_castpd_ps(_mm_unpacklo_pd(lo, hi))
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
     let nb = x.len().min(y.len());
-    let mut sumf = 0.0f32;
     let sums = |i: usize| {
         let q = nibbles_32(&x[i].qs);
         // SAFETY: 32 readable bytes.
         let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
         dot_u8_i8(q, b)
     };
-    for_block_sums(
+    let contrib = |k: [usize; 4], s: __m128i| {
+        contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
+    };
+    blocks_by_4(
         nb,
         sums,
-        |i, s| {
-            let (x, y) = (&x[i], &y[i]);
-            sumf += (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32();
-        },
-        |v| hsum4(v[0], v[1], v[2], v[3]),
-    );
-    sumf
+        contrib,
+        |v| hsum4_v(v[0], v[1], v[2], v[3]),
+        |v| store4(v),
+    )
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
     let nb = x.len().min(y.len());
-    let mut sumf = 0.0f32;
     let sums = |i: usize| {
         let q = nibbles_32(&x[i].qs);
         let hi = _mm256_andnot_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0xF0u8 as i8));
@@ -222,21 +280,26 @@ unsafe fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
         let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
         dot_i8(q, b)
     };
-    for_block_sums(
+    // (dx * dy) * sumi
+    let contrib = |k: [usize; 4], s: __m128i| {
+        let dx = f16x4(k.map(|i| x[i].d));
+        let dy = f16x4(k.map(|i| y[i].d));
+        _mm_mul_ps(_mm_mul_ps(dx, dy), _mm_cvtepi32_ps(s))
+    };
+    blocks_by_4(
         nb,
         sums,
-        |i, s| sumf += (x[i].d.to_f32() * y[i].d.to_f32()) * s as f32,
-        |v| hsum4(v[0], v[1], v[2], v[3]),
-    );
-    sumf
+        contrib,
+        |v| hsum4_v(v[0], v[1], v[2], v[3]),
+        |v| store4(v),
+    )
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
     let nb = x.len().min(y.len());
-    let mut sumf = 0.0f32;
     let sums = |i: usize| {
         let q = nibbles_32(&x[i].qs);
         let hi = _mm256_and_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0x10));
@@ -245,16 +308,16 @@ unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
         let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
         dot_u8_i8(q, b)
     };
-    for_block_sums(
+    let contrib = |k: [usize; 4], s: __m128i| {
+        contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
+    };
+    blocks_by_4(
         nb,
         sums,
-        |i, s| {
-            let (x, y) = (&x[i], &y[i]);
-            sumf += (x.d.to_f32() * y.d.to_f32()) * s as f32 + x.m.to_f32() * y.s.to_f32();
-        },
-        |v| hsum4(v[0], v[1], v[2], v[3]),
-    );
-    sumf
+        contrib,
+        |v| hsum4_v(v[0], v[1], v[2], v[3]),
+        |v| store4(v),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -262,27 +325,55 @@ unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
 // `sums[l] += d * aux32[l]` in f32; here `aux32` is one 8-lane i32 vector, built so each lane
 // holds exactly the same integer as the scalar lane.
 
-/// 16 per-element products (i16) of 16 unsigned/signed weight bytes and 16 activation bytes,
-/// folded so lane l (0..8) holds p[l] + p[l + 8]. Exact: |p| <= 128*63.
+/// Products of 32 weight bytes (unsigned, or signed if `w_signed`) and 32 activation bytes,
+/// summed in pairs (m, m + 8) of each 16-element half: i16 lane m (0..8) holds
+/// w[m]a[m] + w[m+8]a[m+8] of elements 0..16, lane 8 + m the same for elements 16..32.
+/// Bytes are interleaved first so `maddubs` pairs exactly those. Exact: no pair exceeds i16.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn fold16(w: __m128i, a: __m128i, w_signed: bool) -> __m128i {
-    let w16 = if w_signed {
-        _mm256_cvtepi8_epi16(w)
+fn pair_fold(w: __m256i, a: __m256i, w_signed: bool) -> __m256i {
+    let (w, a) = if w_signed {
+        (_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
     } else {
-        _mm256_cvtepu8_epi16(w)
+        (w, a)
     };
-    let p = _mm256_mullo_epi16(w16, _mm256_cvtepi8_epi16(a));
-    _mm_add_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1))
+    let sh = _mm256_setr_epi8(
+        0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5,
+        13, 6, 14, 7, 15,
+    );
+    _mm256_maddubs_epi16(_mm256_shuffle_epi8(w, sh), _mm256_shuffle_epi8(a, sh))
 }
 
-/// acc += scale * widen(v) for 8 i16 lanes.
+/// acc += scale * widen(v) for 8 i16 lanes (madd against [scale, 0] i16 pairs).
 #[inline]
 #[target_feature(enable = "avx2")]
 fn acc_scaled(acc: __m256i, v: __m128i, scale: i32) -> __m256i {
-    _mm256_add_epi32(
+    let s = _mm256_set1_epi32(scale & 0xFFFF);
+    _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi16_epi32(v), s))
+}
+
+/// Accumulates a 32-element sub-block with one scale into `acc` (lane = index % 8).
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub32_one_scale(acc: __m256i, w: __m256i, a: __m256i, scale: i32, w_signed: bool) -> __m256i {
+    let p = pair_fold(w, a, w_signed);
+    // Four products per lane: <= 4*128*31, fits i16.
+    acc_scaled(
         acc,
-        _mm256_mullo_epi32(_mm256_cvtepi16_epi32(v), _mm256_set1_epi32(scale)),
+        _mm_add_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1)),
+        scale,
+    )
+}
+
+/// Accumulates a 32-element run made of two 16-element groups with their own scales.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn sub32_two_scales(acc: __m256i, w: __m256i, a: __m256i, s0: i32, s1: i32) -> __m256i {
+    let p = pair_fold(w, a, true);
+    acc_scaled(
+        acc_scaled(acc, _mm256_castsi256_si128(p), s0),
+        _mm256_extracti128_si256(p, 1),
+        s1,
     )
 }
 
@@ -307,37 +398,6 @@ fn finish_sums(mut sumf: f32, sums: __m256) -> f32 {
         sumf += v;
     }
     sumf
-}
-
-/// Accumulates a 32-element sub-block with one scale into `acc` (lane = index % 8).
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sub32_one_scale(acc: __m256i, w: __m256i, a: __m256i, scale: i32, w_signed: bool) -> __m256i {
-    let lo = fold16(
-        _mm256_castsi256_si128(w),
-        _mm256_castsi256_si128(a),
-        w_signed,
-    );
-    let hi = fold16(
-        _mm256_extracti128_si256(w, 1),
-        _mm256_extracti128_si256(a, 1),
-        w_signed,
-    );
-    // p[l] + p[l+8] + p[l+16] + p[l+24] <= 4*128*31 fits i16.
-    acc_scaled(acc, _mm_add_epi16(lo, hi), scale)
-}
-
-/// Accumulates a 32-element run made of two 16-element groups with their own scales.
-#[inline]
-#[target_feature(enable = "avx2")]
-fn sub32_two_scales(acc: __m256i, w: __m256i, a: __m256i, s0: i32, s1: i32) -> __m256i {
-    let lo = fold16(_mm256_castsi256_si128(w), _mm256_castsi256_si128(a), true);
-    let hi = fold16(
-        _mm256_extracti128_si256(w, 1),
-        _mm256_extracti128_si256(a, 1),
-        true,
-    );
-    acc_scaled(acc_scaled(acc, lo, s0), hi, s1)
 }
 
 /// # Safety
@@ -511,7 +571,12 @@ unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     for (x, y) in x.iter().zip(y) {
         let sc = &x.scales;
-        let summs: i32 = y.bsums.iter().zip(sc).map(|(&b, &s)| b as i32 * (s >> 4) as i32).sum();
+        let summs: i32 = y
+            .bsums
+            .iter()
+            .zip(sc)
+            .map(|(&b, &s)| b as i32 * (s >> 4) as i32)
+            .sum();
         let mut acc = _mm256_setzero_si256();
         for c in 0..2 {
             // SAFETY: qs[32c..32c+32] is in bounds.
