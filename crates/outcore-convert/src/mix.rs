@@ -20,6 +20,28 @@ use outcore_format::GgmlType;
 
 use crate::error::{ConvertError, Result};
 
+/// `--help` text: the types and the mix rules.
+pub const MIX_HELP: &str = "\
+Output types (--type), as llama.cpp's llama-quantize names them:
+  f32, f16, bf16   every 2-D weight in that type (convert_hf_to_gguf.py --outtype)
+  q8_0             Q8_0
+  q4_0 q4_1 q5_0 q5_1
+                   that type; output.weight Q6_K
+  q4_k_s           Q4_K; attn_v of the first 4 layers and ffn_down of the first 1/8 Q5_K
+  q4_k_m (= q4_k)  Q4_K; attn_v and ffn_down Q6_K on the 'more bits' layers
+                   (first and last 1/8 of the layers and every third in between)
+  q5_k_s           Q5_K
+  q5_k_m (= q5_k)  Q5_K; attn_v and ffn_down Q6_K on the 'more bits' layers
+  q6_k             Q6_K
+Rules for every type:
+  - 1-D tensors (norms, biases, rope_freqs) stay F32.
+  - output.weight, and token_embd.weight when the embeddings are tied, get Q6_K
+    (Q8_0 when the base type is Q8_0, or when the row length is not a multiple of
+    the base type's block).
+  - A row length that the chosen type's block does not divide falls back:
+    Q4_K -> Q5_0, Q5_K -> Q5_1, Q6_K -> Q8_0, then F16 if even that does not fit.
+  - --pure turns off everything but that fallback.";
+
 /// A file type (`general.file_type`, llama.cpp's `llama_ftype`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types)]

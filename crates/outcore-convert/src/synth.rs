@@ -203,6 +203,8 @@ struct SynthRows {
     std: f32,
     permute: Option<u64>,
     one_d_permute: bool,
+    /// f32 bytes generated (counted as "input" for progress).
+    bytes: u64,
 }
 
 impl SynthRows {
@@ -256,7 +258,7 @@ impl RowSource for SynthRows {
     }
 
     fn input_bytes(&self) -> u64 {
-        0
+        self.bytes
     }
 }
 
@@ -332,6 +334,7 @@ pub fn synth(opts: &SynthOptions, progress: &dyn Progress) -> Result<Report> {
             std: 0.02,
             permute: permute_rows,
             one_d_permute: one_d && permute_rows.is_some(),
+            bytes: gshape.iter().product::<u64>() * 4,
         });
         let ty = if st {
             // HF checkpoints store every tensor, norms included, in the checkpoint dtype.
@@ -606,6 +609,7 @@ mod tests {
             std: 0.02,
             permute: None,
             one_d_permute: false,
+            bytes: 0,
         };
         let (mut a, mut b) = (vec![0f32; 128], vec![0f32; 64]);
         s.fill(0, &mut a).unwrap();

@@ -5,3 +5,6 @@ pub mod inspect;
 pub mod logits;
 pub mod perplexity;
 pub mod run;
+pub mod convert;
+pub mod quantize;
+pub mod synth;
