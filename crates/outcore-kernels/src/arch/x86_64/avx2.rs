@@ -36,7 +36,7 @@ pub fn is_available() -> bool {
 /// Requires AVX; `p` must be valid for reading 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     // SAFETY: the caller guarantees 32 readable bytes; loadu has no alignment requirement.
     unsafe { _mm256_loadu_si256(p as *const __m256i) }
 }
@@ -47,7 +47,7 @@ unsafe fn load256(p: *const u8) -> __m256i {
 /// `p` must be valid for reading 16 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn load128(p: *const u8) -> __m128i {
+pub(super) unsafe fn load128(p: *const u8) -> __m128i {
     // SAFETY: the caller guarantees 16 readable bytes; loadu has no alignment requirement.
     unsafe { _mm_loadu_si128(p as *const __m128i) }
 }
@@ -55,7 +55,7 @@ unsafe fn load128(p: *const u8) -> __m128i {
 /// 32 nibbles -> 32 bytes: low nibbles of `qs[0..16]` then high nibbles (ggml `bytes_from_nibbles_32`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn nibbles_32(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles_32(qs: &[u8; 16]) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes.
     let tmp = unsafe { load128(qs.as_ptr()) };
     let bytes = _mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp);
@@ -65,7 +65,7 @@ fn nibbles_32(qs: &[u8; 16]) -> __m256i {
 /// 32 bits -> 32 bytes, 0xFF where the bit is set (ggml `bytes_from_bits_32`).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn bits_32(qh: &[u8; 4]) -> __m256i {
+pub(super) fn bits_32(qh: &[u8; 4]) -> __m256i {
     let x32 = u32::from_le_bytes(*qh) as i32;
     let shuf = _mm256_set_epi64x(
         0x0303030303030303,
@@ -82,7 +82,7 @@ fn bits_32(qh: &[u8; 4]) -> __m256i {
 /// i16: true for |x| <= 128, |y| <= 127).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
     let ax = _mm256_sign_epi8(x, x);
     let sy = _mm256_sign_epi8(y, x);
     _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1))
@@ -91,14 +91,14 @@ fn dot_i8(x: __m256i, y: __m256i) -> __m256i {
 /// Unsigned x signed bytes -> 8 i32 lanes (exact for x <= 127 or small products).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
+pub(super) fn dot_u8_i8(x: __m256i, y: __m256i) -> __m256i {
     _mm256_madd_epi16(_mm256_maddubs_epi16(x, y), _mm256_set1_epi16(1))
 }
 
 /// Horizontal sums of four 8-lane i32 vectors -> [sum(v0), sum(v1), sum(v2), sum(v3)].
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum4_v(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> __m128i {
+pub(super) fn hsum4_v(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> __m128i {
     let a = _mm256_hadd_epi32(v0, v1);
     let b = _mm256_hadd_epi32(v2, v3);
     let c = _mm256_hadd_epi32(a, b);
@@ -107,7 +107,7 @@ fn hsum4_v(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> __m128i {
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
+pub(super) fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
     let mut out = [0i32; 4];
     // SAFETY: `out` is 16 writable bytes; storeu has no alignment requirement.
     unsafe { _mm_storeu_si128(out.as_mut_ptr() as *mut __m128i, hsum4_v(v0, v1, v2, v3)) };
@@ -117,20 +117,12 @@ fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32; 4] {
 /// Four f16 -> four f32 with F16C (exact, like `f16::to_f32`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-fn f16x4(h: [f16; 4]) -> __m128 {
+pub(super) fn f16x4(h: [f16; 4]) -> __m128 {
     let bits = h[0].to_bits() as u64
         | (h[1].to_bits() as u64) << 16
         | (h[2].to_bits() as u64) << 32
         | (h[3].to_bits() as u64) << 48;
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
-}
-
-/// Eight f16 given as four (lo, hi) pairs -> [lo0, hi0, lo1, hi1, ...] as f32.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn f16x4_pairs(p: [(f16, f16); 4]) -> __m256 {
-    let w = |i: usize| (p[i].0.to_bits() as u32 | (p[i].1.to_bits() as u32) << 16) as i32;
-    _mm256_cvtph_ps(_mm_setr_epi32(w(0), w(1), w(2), w(3)))
 }
 
 /// Runs a 32-element-block dot product four blocks at a time. `sums(i)` gives block i's 8-lane
@@ -139,7 +131,7 @@ fn f16x4_pairs(p: [(f16, f16); 4]) -> __m256 {
 /// added to `sumf` in block order, as the scalar loop does. Tail blocks repeat the last index
 /// and only the valid lanes are added.
 #[inline(always)]
-fn blocks_by_4(
+pub(super) fn blocks_by_4(
     nb: usize,
     sums: impl Fn(usize) -> __m256i,
     contrib: impl Fn([usize; 4], __m128i) -> __m128,
@@ -163,162 +155,185 @@ fn blocks_by_4(
 
 #[inline]
 #[target_feature(enable = "avx2")]
-fn store4(v: __m128) -> [f32; 4] {
+pub(super) fn store4(v: __m128) -> [f32; 4] {
     let mut out = [0f32; 4];
     // SAFETY: `out` is 16 writable bytes; storeu has no alignment requirement.
     unsafe { _mm_storeu_ps(out.as_mut_ptr(), v) };
     out
 }
 
+/// (dx*dy)*sumi + mx*sy for four blocks, elementwise as the scalar twin.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn contrib_dm(
+    dx: [f16; 4],
+    mx: [f16; 4],
+    dy: [f16; 4],
+    sy: [f16; 4],
+    s: __m128i,
+) -> __m128 {
+    let a = _mm_mul_ps(_mm_mul_ps(f16x4(dx), f16x4(dy)), _mm_cvtepi32_ps(s));
+    _mm_add_ps(a, _mm_mul_ps(f16x4(mx), f16x4(sy)))
+}
+
 // ---------------------------------------------------------------------------------------------
 // 32-element block types.
 
-/// # Safety
-/// Requires AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-    let nb = x.len().min(y.len());
-    let sums = |i: usize| {
-        // SAFETY: qs are 32 readable bytes each.
-        let (a, b) = unsafe {
-            (
-                load256(x[i].qs.as_ptr() as *const u8),
-                load256(y[i].qs.as_ptr() as *const u8),
+/// The five 32-element-block dot products, instantiated per level with that level's integer
+/// dot helpers (`maddubs`+`madd` here, `vpdpbusd` in the AVX-512 file).
+macro_rules! block32_kernels {
+    ($feat:literal, $dot_i8:path, $dot_u8_i8:path) => {
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+            let nb = x.len().min(y.len());
+            let sums = |i: usize| {
+                // SAFETY: qs are 32 readable bytes each.
+                let (a, b) = unsafe {
+                    (
+                        super::avx2::load256(x[i].qs.as_ptr() as *const u8),
+                        super::avx2::load256(y[i].qs.as_ptr() as *const u8),
+                    )
+                };
+                $dot_i8(a, b)
+            };
+            // sumi * (dx * dy)
+            let contrib = |k: [usize; 4], s: __m128i| {
+                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
+                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_mul_ps(dx, dy))
+            };
+            super::avx2::blocks_by_4(
+                nb,
+                sums,
+                contrib,
+                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
+                |v| super::avx2::store4(v),
             )
-        };
-        dot_i8(a, b)
-    };
-    // sumi * (dx * dy)
-    let contrib = |k: [usize; 4], s: __m128i| {
-        let dx = f16x4(k.map(|i| x[i].d));
-        let dy = f16x4(k.map(|i| y[i].d));
-        _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_mul_ps(dx, dy))
-    };
-    blocks_by_4(
-        nb,
-        sums,
-        contrib,
-        |v| hsum4_v(v[0], v[1], v[2], v[3]),
-        |v| store4(v),
-    )
-}
+        }
 
-/// # Safety
-/// Requires AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-    let nb = x.len().min(y.len());
-    let sums = |i: usize| {
-        let q = _mm256_sub_epi8(nibbles_32(&x[i].qs), _mm256_set1_epi8(8));
-        // SAFETY: 32 readable bytes.
-        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
-        dot_i8(q, b)
-    };
-    // (sumi * dx) * dy
-    let contrib = |k: [usize; 4], s: __m128i| {
-        let dx = f16x4(k.map(|i| x[i].d));
-        let dy = f16x4(k.map(|i| y[i].d));
-        _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(s), dx), dy)
-    };
-    blocks_by_4(
-        nb,
-        sums,
-        contrib,
-        |v| hsum4_v(v[0], v[1], v[2], v[3]),
-        |v| store4(v),
-    )
-}
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+            let nb = x.len().min(y.len());
+            let sums = |i: usize| {
+                let q = _mm256_sub_epi8(super::avx2::nibbles_32(&x[i].qs), _mm256_set1_epi8(8));
+                // SAFETY: 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                $dot_i8(q, b)
+            };
+            // (sumi * dx) * dy
+            let contrib = |k: [usize; 4], s: __m128i| {
+                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
+                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(s), dx), dy)
+            };
+            super::avx2::blocks_by_4(
+                nb,
+                sums,
+                contrib,
+                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
+                |v| super::avx2::store4(v),
+            )
+        }
 
-/// (dx*dy)*sumi + mx*sy for four blocks: [dx,mx] * [dy,sy] pairwise, times [sumi, 1], pair sums.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-fn contrib_dm(xdm: [(f16, f16); 4], yds: [(f16, f16); 4], s: __m128i) -> __m128 {
-    let t = _mm256_mul_ps(f16x4_pairs(xdm), f16x4_pairs(yds)); // [dx*dy, mx*sy, ...]
-    let sf = _mm_cvtepi32_ps(s);
-    let one = _mm_set1_ps(1.0);
-    let f = _mm256_set_m128(_mm_unpackhi_ps(sf, one), _mm_unpacklo_ps(sf, one)); // [s0,1,s1,1 | s2,1,s3,1]
-    let u = _mm256_mul_ps(t, f); // x*1.0 is exact
-    let h = _mm256_hadd_ps(u, u); // [c0, c1, c0, c1 | c2, c3, c2, c3]
-    let lo = _mm_castps_pd(_mm256_castps256_ps128(h));
-    let hi = _mm_castps_pd(_mm256_extractf128_ps(h, 1));
-    _mm_castpd_ps(_mm_unpacklo_pd(lo, hi))
-}
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+            let nb = x.len().min(y.len());
+            let sums = |i: usize| {
+                let q = super::avx2::nibbles_32(&x[i].qs);
+                // SAFETY: 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                $dot_u8_i8(q, b)
+            };
+            let contrib = |k: [usize; 4], s: __m128i| {
+                super::avx2::contrib_dm(
+                    k.map(|i| x[i].d),
+                    k.map(|i| x[i].m),
+                    k.map(|i| y[i].d),
+                    k.map(|i| y[i].s),
+                    s,
+                )
+            };
+            super::avx2::blocks_by_4(
+                nb,
+                sums,
+                contrib,
+                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
+                |v| super::avx2::store4(v),
+            )
+        }
 
-/// # Safety
-/// Requires AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-    let nb = x.len().min(y.len());
-    let sums = |i: usize| {
-        let q = nibbles_32(&x[i].qs);
-        // SAFETY: 32 readable bytes.
-        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
-        dot_u8_i8(q, b)
-    };
-    let contrib = |k: [usize; 4], s: __m128i| {
-        contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
-    };
-    blocks_by_4(
-        nb,
-        sums,
-        contrib,
-        |v| hsum4_v(v[0], v[1], v[2], v[3]),
-        |v| store4(v),
-    )
-}
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
+            let nb = x.len().min(y.len());
+            let sums = |i: usize| {
+                let q = super::avx2::nibbles_32(&x[i].qs);
+                let hi = _mm256_andnot_si256(
+                    super::avx2::bits_32(&x[i].qh),
+                    _mm256_set1_epi8(0xF0u8 as i8),
+                );
+                let q = _mm256_or_si256(q, hi); // q + 16*bit - 16 as i8
+                                                // SAFETY: 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                $dot_i8(q, b)
+            };
+            // (dx * dy) * sumi
+            let contrib = |k: [usize; 4], s: __m128i| {
+                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
+                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                _mm_mul_ps(_mm_mul_ps(dx, dy), _mm_cvtepi32_ps(s))
+            };
+            super::avx2::blocks_by_4(
+                nb,
+                sums,
+                contrib,
+                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
+                |v| super::avx2::store4(v),
+            )
+        }
 
-/// # Safety
-/// Requires AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn vec_dot_q5_0_q8_0_impl(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 {
-    let nb = x.len().min(y.len());
-    let sums = |i: usize| {
-        let q = nibbles_32(&x[i].qs);
-        let hi = _mm256_andnot_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0xF0u8 as i8));
-        let q = _mm256_or_si256(q, hi); // q + 16*bit - 16 as i8
-                                        // SAFETY: 32 readable bytes.
-        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
-        dot_i8(q, b)
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
+            let nb = x.len().min(y.len());
+            let sums = |i: usize| {
+                let q = super::avx2::nibbles_32(&x[i].qs);
+                let hi = _mm256_and_si256(super::avx2::bits_32(&x[i].qh), _mm256_set1_epi8(0x10));
+                let q = _mm256_or_si256(q, hi);
+                // SAFETY: 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                $dot_u8_i8(q, b)
+            };
+            let contrib = |k: [usize; 4], s: __m128i| {
+                super::avx2::contrib_dm(
+                    k.map(|i| x[i].d),
+                    k.map(|i| x[i].m),
+                    k.map(|i| y[i].d),
+                    k.map(|i| y[i].s),
+                    s,
+                )
+            };
+            super::avx2::blocks_by_4(
+                nb,
+                sums,
+                contrib,
+                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
+                |v| super::avx2::store4(v),
+            )
+        }
     };
-    // (dx * dy) * sumi
-    let contrib = |k: [usize; 4], s: __m128i| {
-        let dx = f16x4(k.map(|i| x[i].d));
-        let dy = f16x4(k.map(|i| y[i].d));
-        _mm_mul_ps(_mm_mul_ps(dx, dy), _mm_cvtepi32_ps(s))
-    };
-    blocks_by_4(
-        nb,
-        sums,
-        contrib,
-        |v| hsum4_v(v[0], v[1], v[2], v[3]),
-        |v| store4(v),
-    )
 }
+pub(super) use block32_kernels;
 
-/// # Safety
-/// Requires AVX2 and F16C.
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
-    let nb = x.len().min(y.len());
-    let sums = |i: usize| {
-        let q = nibbles_32(&x[i].qs);
-        let hi = _mm256_and_si256(bits_32(&x[i].qh), _mm256_set1_epi8(0x10));
-        let q = _mm256_or_si256(q, hi);
-        // SAFETY: 32 readable bytes.
-        let b = unsafe { load256(y[i].qs.as_ptr() as *const u8) };
-        dot_u8_i8(q, b)
-    };
-    let contrib = |k: [usize; 4], s: __m128i| {
-        contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
-    };
-    blocks_by_4(
-        nb,
-        sums,
-        contrib,
-        |v| hsum4_v(v[0], v[1], v[2], v[3]),
-        |v| store4(v),
-    )
-}
+block32_kernels!("avx2,f16c", dot_i8, dot_u8_i8);
 
 // ---------------------------------------------------------------------------------------------
 // K-quants. The scalar twins accumulate `aux32[l]` over elements with index % 8 == l and then
@@ -331,7 +346,7 @@ unsafe fn vec_dot_q5_1_q8_1_impl(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 {
 /// Bytes are interleaved first so `maddubs` pairs exactly those. Exact: no pair exceeds i16.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn pair_fold(w: __m256i, a: __m256i, w_signed: bool) -> __m256i {
+pub(super) fn pair_fold(w: __m256i, a: __m256i, w_signed: bool) -> __m256i {
     let (w, a) = if w_signed {
         (_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w))
     } else {
@@ -347,7 +362,7 @@ fn pair_fold(w: __m256i, a: __m256i, w_signed: bool) -> __m256i {
 /// acc += scale * widen(v) for 8 i16 lanes (madd against [scale, 0] i16 pairs).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn acc_scaled(acc: __m256i, v: __m128i, scale: i32) -> __m256i {
+pub(super) fn acc_scaled(acc: __m256i, v: __m128i, scale: i32) -> __m256i {
     let s = _mm256_set1_epi32(scale & 0xFFFF);
     _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi16_epi32(v), s))
 }
@@ -380,7 +395,7 @@ fn sub32_two_scales(acc: __m256i, w: __m256i, a: __m256i, s0: i32, s1: i32) -> _
 /// sums[l] += d * aux32[l] (separate multiply and add, as the scalar twin).
 #[inline]
 #[target_feature(enable = "avx2")]
-fn add_lanes(sums: __m256, d: f32, aux32: __m256i) -> __m256 {
+pub(super) fn add_lanes(sums: __m256, d: f32, aux32: __m256i) -> __m256 {
     _mm256_add_ps(
         sums,
         _mm256_mul_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(aux32)),
@@ -390,7 +405,7 @@ fn add_lanes(sums: __m256, d: f32, aux32: __m256i) -> __m256 {
 /// sumf += sums[0] + ... + sums[7] in lane order.
 #[inline]
 #[target_feature(enable = "avx2")]
-fn finish_sums(mut sumf: f32, sums: __m256) -> f32 {
+pub(super) fn finish_sums(mut sumf: f32, sums: __m256) -> f32 {
     let mut s = [0f32; 8];
     // SAFETY: `s` is 32 writable bytes; storeu has no alignment requirement.
     unsafe { _mm256_storeu_ps(s.as_mut_ptr(), sums) };
