@@ -278,3 +278,86 @@ impl Tokenizer {
         Tokenizer::build(raw)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, json: &Json) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("outcore-hf-unit-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join(name);
+        std::fs::write(&p, serde_json::to_string(json).unwrap()).unwrap();
+        p
+    }
+
+    fn tokenizer_json(pre: Json) -> Json {
+        serde_json::json!({
+            "model": {
+                "type": "BPE",
+                "vocab": {"h": 0, "i": 1, "hi": 2, "Ġ": 3, "Ġhi": 4, "!": 5},
+                "merges": [["h", "i"], "Ġ hi"],
+            },
+            "added_tokens": [
+                {"id": 6, "content": "<|end|>", "special": true},
+                {"id": 7, "content": "<x>", "special": false},
+                {"id": 9, "content": "<|im_start|>", "special": false},
+            ],
+            "pre_tokenizer": pre,
+        })
+    }
+
+    #[test]
+    fn loads_vocab_merges_and_added_tokens() {
+        let tj = write(
+            "a.json",
+            &tokenizer_json(serde_json::json!({"type": "ByteLevel", "add_prefix_space": false})),
+        );
+        let cfg = write(
+            "a_config.json",
+            &serde_json::json!({"bos_token": {"content": "<|end|>"}, "eos_token": "<|end|>", "add_bos_token": true,
+                                "chat_template": [{"name": "default", "template": "T"}]}),
+        );
+        let t = Tokenizer::from_hf_json(&tj, Some(&cfg)).unwrap();
+        assert_eq!(t.pre_name(), Some("gpt-2"));
+        assert_eq!(t.n_vocab(), 10);
+        assert_eq!(t.token_text(8), Some("[PAD8]"));
+        let f = t.to_gguf_fields();
+        assert_eq!(f.merges, ["h i", "Ġ hi"]);
+        let want = [1, 1, 1, 1, 1, 1, 3, 4, 5, 3].map(i32::from);
+        assert_eq!(f.token_types, want);
+        assert_eq!((f.bos, f.eos, f.add_bos), (Some(6), Some(6), Some(true)));
+        assert_eq!(t.chat_template(), Some("T"));
+        assert_eq!(t.encode("hi hi<|end|><x>", true, true), [6, 2, 4, 6, 7]);
+        // As plain text "<|end|>" has no pieces in this vocabulary: llama.cpp drops them.
+        assert_eq!(t.encode("hi<|end|>!", false, false), [2, 5]);
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let tj = write(
+            "b.json",
+            &tokenizer_json(serde_json::json!({"type": "Whitespace"})),
+        );
+        let e = Tokenizer::from_hf_json(&tj, None).unwrap_err().to_string();
+        assert!(e.contains("b.json") && e.contains("pre_tokenizer"), "{e}");
+
+        let tj = write(
+            "c.json",
+            &tokenizer_json(serde_json::json!({"type": "ByteLevel"})),
+        );
+        let cfg = write("c_config.json", &serde_json::json!({"bos_token": "<nope>"}));
+        let e = Tokenizer::from_hf_json(&tj, Some(&cfg))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("c_config.json") && e.contains("<nope>") && e.contains("bos_token"),
+            "{e}"
+        );
+
+        let e = Tokenizer::from_hf_json("/nonexistent/tokenizer.json", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/tokenizer.json"), "{e}");
+    }
+}
