@@ -657,6 +657,13 @@ I am an assistant   </s>[INST] Another question [/INST]"
     }
 
     #[test]
+    fn shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<ChatTemplate>();
+        assert_send_sync::<crate::tokenizer::Tokenizer>();
+    }
+
+    #[test]
     fn strftime_formats() {
         // 2024-07-26 13:05:09 UTC
         assert_eq!(
