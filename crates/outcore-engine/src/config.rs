@@ -73,15 +73,24 @@ fn key(arch: &str, k: &str) -> String {
 }
 
 fn meta_err(arch: &str, e: MetadataError) -> EngineError {
-    EngineError::Metadata { arch: arch.to_string(), source: e }
+    EngineError::Metadata {
+        arch: arch.to_string(),
+        source: e,
+    }
 }
 
 impl ModelConfig {
     /// Reads the hyperparameters from GGUF metadata (`general.architecture` names the prefix).
-    pub fn from_gguf(md: &Metadata, n_vocab_from_tokens: Option<usize>) -> Result<ModelConfig, EngineError> {
-        let arch_name = md.get_str("general.architecture").map_err(|e| meta_err("?", e))?;
-        let arch = Arch::from_name(arch_name)
-            .ok_or_else(|| EngineError::UnsupportedArch { arch: arch_name.to_string() })?;
+    pub fn from_gguf(
+        md: &Metadata,
+        n_vocab_from_tokens: Option<usize>,
+    ) -> Result<ModelConfig, EngineError> {
+        let arch_name = md
+            .get_str("general.architecture")
+            .map_err(|e| meta_err("?", e))?;
+        let arch = Arch::from_name(arch_name).ok_or_else(|| EngineError::UnsupportedArch {
+            arch: arch_name.to_string(),
+        })?;
         let a = arch_name;
         let e = |err| meta_err(a, err);
         let n_embd = md.get_usize(&key(a, "embedding_length")).map_err(e)?;
@@ -92,14 +101,22 @@ impl ModelConfig {
             None => n_head,
         };
         let n_ff = md.get_usize(&key(a, "feed_forward_length")).map_err(e)?;
-        let rms_eps = md.get_f32(&key(a, "attention.layer_norm_rms_epsilon")).map_err(e)?;
-        let rope_base = md.opt_f32(&key(a, "rope.freq_base")).map_err(e)?.unwrap_or(10000.0);
+        let rms_eps = md
+            .get_f32(&key(a, "attention.layer_norm_rms_epsilon"))
+            .map_err(e)?;
+        let rope_base = md
+            .opt_f32(&key(a, "rope.freq_base"))
+            .map_err(e)?
+            .unwrap_or(10000.0);
         let mut rope_freq_scale = 1.0f32;
         if let Some(kind) = md.opt_str(&key(a, "rope.scaling.type")).map_err(e)? {
             match kind {
                 "none" => {}
                 "linear" => {
-                    let f = md.opt_f32(&key(a, "rope.scaling.factor")).map_err(e)?.unwrap_or(1.0);
+                    let f = md
+                        .opt_f32(&key(a, "rope.scaling.factor"))
+                        .map_err(e)?
+                        .unwrap_or(1.0);
                     if f > 0.0 {
                         rope_freq_scale = 1.0 / f;
                     }
@@ -117,7 +134,9 @@ impl ModelConfig {
         }
         if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
             return Err(EngineError::BadConfig {
-                what: format!("head_count {n_head} is not a positive multiple of head_count_kv {n_head_kv}"),
+                what: format!(
+                    "head_count {n_head} is not a positive multiple of head_count_kv {n_head_kv}"
+                ),
             });
         }
         let head_dim = match md.opt_u32(&key(a, "attention.key_length")).map_err(e)? {
@@ -131,11 +150,24 @@ impl ModelConfig {
         let n_vocab = match md.opt_u32(&key(a, "vocab_size")).map_err(e)? {
             Some(v) => v as usize,
             None => n_vocab_from_tokens.ok_or_else(|| {
-                meta_err(a, MetadataError::Missing { key: "tokenizer.ggml.tokens".into() })
+                meta_err(
+                    a,
+                    MetadataError::Missing {
+                        key: "tokenizer.ggml.tokens".into(),
+                    },
+                )
             })?,
         };
-        let n_ctx_train = md.opt_u32(&key(a, "context_length")).map_err(e)?.unwrap_or(2048) as usize;
-        let name = md.opt_str("general.name").ok().flatten().unwrap_or(a).to_string();
+        let n_ctx_train = md
+            .opt_u32(&key(a, "context_length"))
+            .map_err(e)?
+            .unwrap_or(2048) as usize;
+        let name = md
+            .opt_str("general.name")
+            .ok()
+            .flatten()
+            .unwrap_or(a)
+            .to_string();
         let cfg = ModelConfig {
             arch,
             name,
@@ -150,7 +182,11 @@ impl ModelConfig {
             rope_base,
             rope_freq_scale,
             rope_dims,
-            rope_style: if arch == Arch::Qwen2 { RopeStyle::Neox } else { RopeStyle::Interleaved },
+            rope_style: if arch == Arch::Qwen2 {
+                RopeStyle::Neox
+            } else {
+                RopeStyle::Interleaved
+            },
             n_ctx_train,
             qkv_bias: arch == Arch::Qwen2,
         };
@@ -167,21 +203,31 @@ impl ModelConfig {
             .and_then(|a| a.first())
             .and_then(|a| a.as_str())
             .unwrap_or("");
-        let model_type = json.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        let model_type = json
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
         let arch = match (archs, model_type) {
             ("LlamaForCausalLM", _) | (_, "llama") => Arch::Llama,
             ("MistralForCausalLM", _) | (_, "mistral") => Arch::Mistral,
             ("Qwen2ForCausalLM", _) | (_, "qwen2") => Arch::Qwen2,
             _ => {
                 return Err(EngineError::UnsupportedArch {
-                    arch: if archs.is_empty() { model_type.to_string() } else { archs.to_string() },
+                    arch: if archs.is_empty() {
+                        model_type.to_string()
+                    } else {
+                        archs.to_string()
+                    },
                 })
             }
         };
         let get = |k: &str| -> Result<usize, EngineError> {
-            json.get(k).and_then(|v| v.as_u64()).map(|v| v as usize).ok_or_else(|| EngineError::BadConfig {
-                what: format!("config.json: missing or non-integer `{k}`"),
-            })
+            json.get(k)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .ok_or_else(|| EngineError::BadConfig {
+                    what: format!("config.json: missing or non-integer `{k}`"),
+                })
         };
         let n_embd = get("hidden_size")?;
         let n_head = get("num_attention_heads")?;
@@ -198,7 +244,11 @@ impl ModelConfig {
             .unwrap_or(n_embd / n_head);
         let mut rope_freq_scale = 1.0f32;
         if let Some(rs) = json.get("rope_scaling").filter(|v| !v.is_null()) {
-            let kind = rs.get("rope_type").or_else(|| rs.get("type")).and_then(|v| v.as_str()).unwrap_or("");
+            let kind = rs
+                .get("rope_type")
+                .or_else(|| rs.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("");
             match kind {
                 "linear" => {
                     let f = rs.get("factor").and_then(|v| v.as_f64()).unwrap_or(1.0);
@@ -207,7 +257,11 @@ impl ModelConfig {
                     }
                 }
                 "default" | "" => {}
-                other => return Err(EngineError::Unsupported { what: format!("rope_scaling type `{other}`") }),
+                other => {
+                    return Err(EngineError::Unsupported {
+                        what: format!("rope_scaling type `{other}`"),
+                    })
+                }
             }
         }
         let cfg = ModelConfig {
@@ -220,8 +274,14 @@ impl ModelConfig {
             n_head_kv,
             head_dim,
             n_ff: get("intermediate_size")?,
-            rms_eps: json.get("rms_norm_eps").and_then(|v| v.as_f64()).unwrap_or(1e-6) as f32,
-            rope_base: json.get("rope_theta").and_then(|v| v.as_f64()).unwrap_or(10000.0) as f32,
+            rms_eps: json
+                .get("rms_norm_eps")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(1e-6) as f32,
+            rope_base: json
+                .get("rope_theta")
+                .and_then(|v| v.as_f64())
+                .unwrap_or(10000.0) as f32,
             rope_freq_scale,
             rope_dims: head_dim,
             rope_style: RopeStyle::Neox,
@@ -234,14 +294,22 @@ impl ModelConfig {
 
     fn validate(&self) -> Result<(), EngineError> {
         let bad = |what: String| Err(EngineError::BadConfig { what });
-        if self.n_embd == 0 || self.n_layer == 0 || self.n_ff == 0 || self.n_vocab == 0 || self.head_dim == 0 {
+        if self.n_embd == 0
+            || self.n_layer == 0
+            || self.n_ff == 0
+            || self.n_vocab == 0
+            || self.head_dim == 0
+        {
             return bad(format!(
                 "zero-sized dimension (n_embd {}, n_layer {}, n_ff {}, n_vocab {}, head_dim {})",
                 self.n_embd, self.n_layer, self.n_ff, self.n_vocab, self.head_dim
             ));
         }
         if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
-            return bad(format!("rope dimension count {} vs head_dim {}", self.rope_dims, self.head_dim));
+            return bad(format!(
+                "rope dimension count {} vs head_dim {}",
+                self.rope_dims, self.head_dim
+            ));
         }
         if !(self.rms_eps.is_finite() && self.rope_base.is_finite() && self.rope_base > 0.0) {
             return bad("non-finite rms epsilon or rope base".into());

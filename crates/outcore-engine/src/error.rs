@@ -21,9 +21,16 @@ pub enum EngineError {
     #[error("tensor `{name}` is missing (architecture {arch})")]
     MissingTensor { name: String, arch: &'static str },
     #[error("tensor `{name}` has shape {found:?}, expected {expected:?}")]
-    TensorShape { name: String, expected: Vec<u64>, found: Vec<u64> },
+    TensorShape {
+        name: String,
+        expected: Vec<u64>,
+        found: Vec<u64>,
+    },
     #[error("tensor `{name}` has type {ty}, which the forward pass cannot use here")]
-    TensorType { name: String, ty: outcore_format::GgmlType },
+    TensorType {
+        name: String,
+        ty: outcore_format::GgmlType,
+    },
     #[error("{path}: {source}")]
     Format {
         path: PathBuf,

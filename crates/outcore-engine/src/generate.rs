@@ -19,7 +19,12 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        GenerateParams { max_tokens: 128, sampling: SamplingParams::default(), stop: Vec::new(), ignore_eos: false }
+        GenerateParams {
+            max_tokens: 128,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -87,7 +92,13 @@ impl StopMatcher<'_> {
         if self.stops.is_empty() {
             return (std::mem::take(&mut self.pending), false);
         }
-        if let Some(at) = self.stops.iter().filter(|t| !t.is_empty()).filter_map(|t| self.pending.find(t.as_str())).min() {
+        if let Some(at) = self
+            .stops
+            .iter()
+            .filter(|t| !t.is_empty())
+            .filter_map(|t| self.pending.find(t.as_str()))
+            .min()
+        {
             let out = self.pending[..at].to_string();
             self.pending.clear();
             return (out, true);
@@ -124,12 +135,18 @@ pub fn generate(
 ) -> Result<Generation> {
     let tok = model.tokenizer();
     let mut sampler = Sampler::new(params.sampling.clone());
-    let mut stats = GenerateStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
     let mut history: Vec<u32> = prompt.to_vec();
     let mut ids = Vec::new();
     let mut text = String::new();
-    let mut decoder = tok.map(|t| t.stream_decoder());
-    let mut stop = StopMatcher { stops: &params.stop, pending: String::new() };
+    let mut decoder = tok.map(|_| crate::tokenizer::StreamDecoder::new());
+    let mut stop = StopMatcher {
+        stops: &params.stop,
+        pending: String::new(),
+    };
 
     let t0 = Instant::now();
     let mut logits = model.forward(state, prompt)?;
@@ -149,7 +166,7 @@ pub fn generate(
         ids.push(id);
         history.push(id);
         let piece = match (&mut decoder, tok) {
-            (Some(d), Some(_)) => d.push(id),
+            (Some(d), Some(t)) => d.push(t, id),
             _ => String::new(),
         };
         let (emit, hit) = stop.push(&piece);
@@ -173,16 +190,24 @@ pub fn generate(
         logits = model.forward(state, &[id])?;
     }
     if finish != FinishReason::Stop {
-        let mut rest = decoder.as_mut().map(|d| d.flush()).unwrap_or_default();
+        let mut rest = decoder.as_mut().map(|d| d.finish()).unwrap_or_default();
         rest.insert_str(0, &stop.flush());
         if !rest.is_empty() {
             text.push_str(&rest);
-            on_token(&TokenEvent { id: u32::MAX, text: &rest });
+            on_token(&TokenEvent {
+                id: u32::MAX,
+                text: &rest,
+            });
         }
     }
     stats.generated_tokens = ids.len();
     stats.generation_time = t1.elapsed();
-    Ok(Generation { ids, text, finish, stats })
+    Ok(Generation {
+        ids,
+        text,
+        finish,
+        stats,
+    })
 }
 
 #[cfg(test)]
@@ -192,11 +217,17 @@ mod tests {
     #[test]
     fn stop_matcher_holds_back_prefixes() {
         let stops = vec!["</s>".to_string()];
-        let mut m = StopMatcher { stops: &stops, pending: String::new() };
+        let mut m = StopMatcher {
+            stops: &stops,
+            pending: String::new(),
+        };
         assert_eq!(m.push("hello <"), ("hello ".to_string(), false));
         assert_eq!(m.push("/"), (String::new(), false));
         assert_eq!(m.push("s> tail"), (String::new(), true));
-        let mut m = StopMatcher { stops: &stops, pending: String::new() };
+        let mut m = StopMatcher {
+            stops: &stops,
+            pending: String::new(),
+        };
         assert_eq!(m.push("a<b"), ("a<b".to_string(), false));
     }
 }

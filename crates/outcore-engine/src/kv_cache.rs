@@ -17,7 +17,9 @@ impl std::str::FromStr for CacheType {
         match s.to_ascii_lowercase().as_str() {
             "f16" => Ok(CacheType::F16),
             "f32" => Ok(CacheType::F32),
-            other => Err(format!("unknown cache type `{other}` (expected f16 or f32)")),
+            other => Err(format!(
+                "unknown cache type `{other}` (expected f16 or f32)"
+            )),
         }
     }
 }
@@ -72,8 +74,12 @@ impl KvCache {
             ty,
             n_ctx,
             kv_dim,
-            k: (0..n_layer).map(|_| KvRows::new(ty, n_ctx * kv_dim)).collect(),
-            v: (0..n_layer).map(|_| KvRows::new(ty, n_ctx * kv_dim)).collect(),
+            k: (0..n_layer)
+                .map(|_| KvRows::new(ty, n_ctx * kv_dim))
+                .collect(),
+            v: (0..n_layer)
+                .map(|_| KvRows::new(ty, n_ctx * kv_dim))
+                .collect(),
         }
     }
 

@@ -41,21 +41,111 @@ pub struct NameRow {
 }
 
 pub const NAMES: &[NameRow] = &[
-    NameRow { role: Role::TokenEmbd, gguf: "token_embd.weight", hf: "model.embed_tokens.weight", per_layer: false, need: Need::Required },
-    NameRow { role: Role::OutputNorm, gguf: "output_norm.weight", hf: "model.norm.weight", per_layer: false, need: Need::Required },
-    NameRow { role: Role::Output, gguf: "output.weight", hf: "lm_head.weight", per_layer: false, need: Need::TiedTo(Role::TokenEmbd) },
-    NameRow { role: Role::AttnNorm, gguf: "blk.{}.attn_norm.weight", hf: "model.layers.{}.input_layernorm.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::AttnQ, gguf: "blk.{}.attn_q.weight", hf: "model.layers.{}.self_attn.q_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::AttnK, gguf: "blk.{}.attn_k.weight", hf: "model.layers.{}.self_attn.k_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::AttnV, gguf: "blk.{}.attn_v.weight", hf: "model.layers.{}.self_attn.v_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::AttnOut, gguf: "blk.{}.attn_output.weight", hf: "model.layers.{}.self_attn.o_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::AttnQBias, gguf: "blk.{}.attn_q.bias", hf: "model.layers.{}.self_attn.q_proj.bias", per_layer: true, need: Need::IfQkvBias },
-    NameRow { role: Role::AttnKBias, gguf: "blk.{}.attn_k.bias", hf: "model.layers.{}.self_attn.k_proj.bias", per_layer: true, need: Need::IfQkvBias },
-    NameRow { role: Role::AttnVBias, gguf: "blk.{}.attn_v.bias", hf: "model.layers.{}.self_attn.v_proj.bias", per_layer: true, need: Need::IfQkvBias },
-    NameRow { role: Role::FfnNorm, gguf: "blk.{}.ffn_norm.weight", hf: "model.layers.{}.post_attention_layernorm.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::FfnGate, gguf: "blk.{}.ffn_gate.weight", hf: "model.layers.{}.mlp.gate_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::FfnUp, gguf: "blk.{}.ffn_up.weight", hf: "model.layers.{}.mlp.up_proj.weight", per_layer: true, need: Need::Required },
-    NameRow { role: Role::FfnDown, gguf: "blk.{}.ffn_down.weight", hf: "model.layers.{}.mlp.down_proj.weight", per_layer: true, need: Need::Required },
+    NameRow {
+        role: Role::TokenEmbd,
+        gguf: "token_embd.weight",
+        hf: "model.embed_tokens.weight",
+        per_layer: false,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::OutputNorm,
+        gguf: "output_norm.weight",
+        hf: "model.norm.weight",
+        per_layer: false,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::Output,
+        gguf: "output.weight",
+        hf: "lm_head.weight",
+        per_layer: false,
+        need: Need::TiedTo(Role::TokenEmbd),
+    },
+    NameRow {
+        role: Role::AttnNorm,
+        gguf: "blk.{}.attn_norm.weight",
+        hf: "model.layers.{}.input_layernorm.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::AttnQ,
+        gguf: "blk.{}.attn_q.weight",
+        hf: "model.layers.{}.self_attn.q_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::AttnK,
+        gguf: "blk.{}.attn_k.weight",
+        hf: "model.layers.{}.self_attn.k_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::AttnV,
+        gguf: "blk.{}.attn_v.weight",
+        hf: "model.layers.{}.self_attn.v_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::AttnOut,
+        gguf: "blk.{}.attn_output.weight",
+        hf: "model.layers.{}.self_attn.o_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::AttnQBias,
+        gguf: "blk.{}.attn_q.bias",
+        hf: "model.layers.{}.self_attn.q_proj.bias",
+        per_layer: true,
+        need: Need::IfQkvBias,
+    },
+    NameRow {
+        role: Role::AttnKBias,
+        gguf: "blk.{}.attn_k.bias",
+        hf: "model.layers.{}.self_attn.k_proj.bias",
+        per_layer: true,
+        need: Need::IfQkvBias,
+    },
+    NameRow {
+        role: Role::AttnVBias,
+        gguf: "blk.{}.attn_v.bias",
+        hf: "model.layers.{}.self_attn.v_proj.bias",
+        per_layer: true,
+        need: Need::IfQkvBias,
+    },
+    NameRow {
+        role: Role::FfnNorm,
+        gguf: "blk.{}.ffn_norm.weight",
+        hf: "model.layers.{}.post_attention_layernorm.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::FfnGate,
+        gguf: "blk.{}.ffn_gate.weight",
+        hf: "model.layers.{}.mlp.gate_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::FfnUp,
+        gguf: "blk.{}.ffn_up.weight",
+        hf: "model.layers.{}.mlp.up_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
+    NameRow {
+        role: Role::FfnDown,
+        gguf: "blk.{}.ffn_down.weight",
+        hf: "model.layers.{}.mlp.down_proj.weight",
+        per_layer: true,
+        need: Need::Required,
+    },
 ];
 
 /// Which naming scheme a source uses.
@@ -66,7 +156,10 @@ pub enum Scheme {
 }
 
 pub fn row(role: Role) -> &'static NameRow {
-    NAMES.iter().find(|r| r.role == role).expect("every role has a row")
+    NAMES
+        .iter()
+        .find(|r| r.role == role)
+        .expect("every role has a row")
 }
 
 /// The tensor name for `role` (in layer `layer` for per-layer roles).
@@ -96,7 +189,9 @@ pub fn translate(name: &str, from: Scheme, to: Scheme) -> Option<String> {
             }
             continue;
         }
-        let (pre, post) = src.split_once("{}").expect("per-layer names have a placeholder");
+        let (pre, post) = src
+            .split_once("{}")
+            .expect("per-layer names have a placeholder");
         if let Some(rest) = name.strip_prefix(pre).and_then(|s| s.strip_suffix(post)) {
             if !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()) {
                 return Some(dst.replace("{}", rest));
@@ -117,7 +212,13 @@ mod tests {
             translate("blk.12.ffn_down.weight", Scheme::Gguf, Scheme::Hf).as_deref(),
             Some("model.layers.12.mlp.down_proj.weight")
         );
-        assert_eq!(translate("model.norm.weight", Scheme::Hf, Scheme::Gguf).as_deref(), Some("output_norm.weight"));
-        assert_eq!(translate("blk.x.attn_q.weight", Scheme::Gguf, Scheme::Hf), None);
+        assert_eq!(
+            translate("model.norm.weight", Scheme::Hf, Scheme::Gguf).as_deref(),
+            Some("output_norm.weight")
+        );
+        assert_eq!(
+            translate("blk.x.attn_q.weight", Scheme::Gguf, Scheme::Hf),
+            None
+        );
     }
 }

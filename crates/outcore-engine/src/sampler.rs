@@ -1,8 +1,8 @@
 //! Sampling: greedy, or the chain repetition penalty -> top-k -> top-p -> min-p -> temperature -> draw,
 //! in llama.cpp's order, with a seeded RNG so a fixed seed gives identical output run after run.
 
-use rand::{Rng, SeedableRng};
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -38,7 +38,10 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..Default::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        }
     }
 
     pub fn is_greedy(&self) -> bool {
@@ -66,7 +69,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = StdRng::seed_from_u64(params.seed);
-        Sampler { params, rng, cand: Vec::new() }
+        Sampler {
+            params,
+            rng,
+            cand: Vec::new(),
+        }
     }
 
     /// Picks the next token from `logits` given the tokens so far (`history`, for the penalty).
@@ -78,7 +85,11 @@ impl Sampler {
             for &t in &history[start..] {
                 if seen.insert(t) {
                     if let Some(l) = logits.get_mut(t as usize) {
-                        *l = if *l <= 0.0 { *l * p.repeat_penalty } else { *l / p.repeat_penalty };
+                        *l = if *l <= 0.0 {
+                            *l * p.repeat_penalty
+                        } else {
+                            *l / p.repeat_penalty
+                        };
                     }
                 }
             }
@@ -88,7 +99,13 @@ impl Sampler {
         }
         let cand = &mut self.cand;
         cand.clear();
-        cand.extend(logits.iter().enumerate().filter(|(_, v)| v.is_finite()).map(|(i, &v)| (i as u32, v)));
+        cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite())
+                .map(|(i, &v)| (i as u32, v)),
+        );
         if cand.is_empty() {
             return argmax(logits);
         }
@@ -124,7 +141,10 @@ impl Sampler {
         }
         let t = p.temperature;
         let max = cand[0].1;
-        let w: Vec<f64> = cand.iter().map(|x| (((x.1 - max) / t) as f64).exp()).collect();
+        let w: Vec<f64> = cand
+            .iter()
+            .map(|x| (((x.1 - max) / t) as f64).exp())
+            .collect();
         let total: f64 = w.iter().sum();
         let mut r = self.rng.gen::<f64>() * total;
         for (i, wi) in w.iter().enumerate() {
@@ -150,17 +170,30 @@ mod tests {
     #[test]
     fn same_seed_same_draws() {
         let logits: Vec<f32> = (0..100).map(|i| ((i * 37) % 11) as f32 * 0.3).collect();
-        let params = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0, min_p: 0.0, seed: 42, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 42,
+            ..Default::default()
+        };
         let draw = || {
             let mut s = Sampler::new(params.clone());
-            (0..20).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(), draw());
     }
 
     #[test]
     fn top_k_one_is_greedy() {
-        let params = SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() };
+        let params = SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            ..Default::default()
+        };
         let mut s = Sampler::new(params);
         for _ in 0..10 {
             assert_eq!(s.sample(&mut [0.1, 0.5, 0.2], &[]), 1);
@@ -169,7 +202,10 @@ mod tests {
 
     #[test]
     fn repeat_penalty_discourages_seen_tokens() {
-        let params = SamplingParams { repeat_penalty: 2.0, ..SamplingParams::greedy() };
+        let params = SamplingParams {
+            repeat_penalty: 2.0,
+            ..SamplingParams::greedy()
+        };
         let mut s = Sampler::new(params);
         assert_eq!(s.sample(&mut [1.0, 1.5, 0.0], &[1]), 0);
     }

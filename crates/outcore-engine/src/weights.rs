@@ -115,11 +115,16 @@ impl<S: TensorLookup> Binder<'_, S> {
             got.pop();
         }
         if got != want {
-            return Err(EngineError::TensorShape { name, expected: expect.to_vec(), found: shape });
+            return Err(EngineError::TensorShape {
+                name,
+                expected: expect.to_vec(),
+                found: shape,
+            });
         }
-        let (shard, offset) = locate(&self.bases, view.bytes).ok_or_else(|| EngineError::Unsupported {
-            what: format!("tensor `{name}` does not lie in a mapping"),
-        })?;
+        let (shard, offset) =
+            locate(&self.bases, view.bytes).ok_or_else(|| EngineError::Unsupported {
+                what: format!("tensor `{name}` does not lie in a mapping"),
+            })?;
         Ok(Some(WRef {
             shard,
             offset,
@@ -130,16 +135,22 @@ impl<S: TensorLookup> Binder<'_, S> {
     }
 
     fn need(&self, role: Role, layer: usize, expect: &[u64]) -> Result<WRef> {
-        self.get(role, layer, expect)?.ok_or_else(|| EngineError::MissingTensor {
-            name: names::name(self.scheme, role, layer),
-            arch: self.arch,
-        })
+        self.get(role, layer, expect)?
+            .ok_or_else(|| EngineError::MissingTensor {
+                name: names::name(self.scheme, role, layer),
+                arch: self.arch,
+            })
     }
 }
 
 /// Binds every tensor of the llama-family graph, checking shapes against the config.
 pub fn bind<S: TensorLookup>(src: &S, scheme: Scheme, cfg: &ModelConfig) -> Result<Weights> {
-    let b = Binder { src, scheme, bases: src.shard_bases(), arch: cfg.arch.name() };
+    let b = Binder {
+        src,
+        scheme,
+        bases: src.shard_bases(),
+        arch: cfg.arch.name(),
+    };
     let (d, v, ff) = (cfg.n_embd as u64, cfg.n_vocab as u64, cfg.n_ff as u64);
     let (qd, kvd) = (cfg.q_dim() as u64, cfg.kv_dim() as u64);
     let token_embd = b.need(Role::TokenEmbd, 0, &[d, v])?;
@@ -175,8 +186,19 @@ pub fn bind<S: TensorLookup>(src: &S, scheme: Scheme, cfg: &ModelConfig) -> Resu
             w_down: b.need(Role::FfnDown, l, &[ff, d])?,
         });
     }
-    let w = Weights { token_embd, output_norm, output, output_tied, layers };
-    for wr in w.layers.iter().flat_map(|l| l.all()).chain([&w.token_embd, &w.output_norm, &w.output]) {
+    let w = Weights {
+        token_embd,
+        output_norm,
+        output,
+        output_tied,
+        layers,
+    };
+    for wr in
+        w.layers
+            .iter()
+            .flat_map(|l| l.all())
+            .chain([&w.token_embd, &w.output_norm, &w.output])
+    {
         check_type(wr)?;
     }
     Ok(w)
@@ -184,7 +206,10 @@ pub fn bind<S: TensorLookup>(src: &S, scheme: Scheme, cfg: &ModelConfig) -> Resu
 
 fn check_type(w: &WRef) -> Result<()> {
     match w.ty {
-        GgmlType::Q8_1 | GgmlType::Q8_K => Err(EngineError::TensorType { name: format!("{w:?}"), ty: w.ty }),
+        GgmlType::Q8_1 | GgmlType::Q8_K => Err(EngineError::TensorType {
+            name: format!("{w:?}"),
+            ty: w.ty,
+        }),
         _ => Ok(()),
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use outcore_engine::chat::Message;
+use outcore_engine::chat::ChatMessage as Message;
 use outcore_engine::generate::{generate, FinishReason, GenerateParams};
 
 use super::common::{ModelArgs, SamplingArgs};
@@ -34,11 +34,16 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     let model = args.model.open()?;
     let n_ctx = args.model.n_ctx(&model)?;
     let tok = model.tokenizer().context("this model has no tokenizer")?;
-    let tmpl = model.chat_template().context("this model has no chat template; pass --chat-template chatml")?;
+    if model.chat_template().is_none() {
+        anyhow::bail!(
+            "this model has no chat template; pass --chat-template chatml (or another name)"
+        );
+    }
     let stop_flag = Arc::new(AtomicBool::new(false));
     {
         let f = stop_flag.clone();
-        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst)).context("cannot install the Ctrl-C handler")?;
+        ctrlc::set_handler(move || f.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
     }
     let mut history: Vec<Message> = Vec::new();
     if let Some(s) = &args.system {
@@ -46,8 +51,16 @@ pub fn run(args: &ChatArgs) -> Result<()> {
     }
     let mut state = model.new_state(n_ctx);
     let mut cached: Vec<u32> = Vec::new();
-    let mut params = GenerateParams { max_tokens: args.n_predict, sampling: args.sampling.params()?, ..Default::default() };
-    eprintln!("outcore chat: {} ({} tokens of context). /exit or Ctrl-D to quit, Ctrl-C stops an answer.", model.path().display(), n_ctx);
+    let mut params = GenerateParams {
+        max_tokens: args.n_predict,
+        sampling: args.sampling.params()?,
+        ..Default::default()
+    };
+    eprintln!(
+        "outcore chat: {} ({} tokens of context). /exit or Ctrl-D to quit, Ctrl-C stops an answer.",
+        model.path().display(),
+        n_ctx
+    );
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
     loop {
@@ -70,7 +83,7 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             continue;
         }
         history.push(Message::new("user", msg));
-        let prompt = tmpl.render(&history, true)?;
+        let prompt = model.render_chat(&history, true)?;
         let ids = tok.encode(&prompt, true, true);
         if ids.len() + 1 >= n_ctx {
             history.pop();
@@ -80,7 +93,12 @@ pub fn run(args: &ChatArgs) -> Result<()> {
             );
             continue;
         }
-        let common = cached.iter().zip(&ids).take_while(|(a, b)| a == b).count().min(ids.len() - 1);
+        let common = cached
+            .iter()
+            .zip(&ids)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(ids.len() - 1);
         state.truncate(common);
         params.max_tokens = args.n_predict.min(n_ctx - ids.len());
         params.sampling.seed = params.sampling.seed.wrapping_add(1);

@@ -48,12 +48,22 @@ impl ModelArgs {
         if self.no_mmap {
             return Ok(LoadMode::Read);
         }
-        self.load.parse::<LoadMode>().map_err(|e| anyhow::anyhow!("--load: {e}"))
+        self.load
+            .parse::<LoadMode>()
+            .map_err(|e| anyhow::anyhow!("--load: {e}"))
     }
 
     pub fn options(&self) -> Result<LoadOptions> {
-        let cache_type: CacheType = self.cache_type.parse().map_err(|e: String| anyhow::anyhow!("--cache-type: {e}"))?;
-        let mut o = LoadOptions { load: self.load_mode()?, cache_type, chat_template: self.chat_template.clone(), ..Default::default() };
+        let cache_type: CacheType = self
+            .cache_type
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--cache-type: {e}"))?;
+        let mut o = LoadOptions {
+            load: self.load_mode()?,
+            cache_type,
+            chat_template: self.chat_template.clone(),
+            ..Default::default()
+        };
         if let Some(t) = self.threads {
             if t == 0 {
                 bail!("-t/--threads must be at least 1");
@@ -65,7 +75,8 @@ impl ModelArgs {
 
     pub fn open(&self) -> Result<Model> {
         let opts = self.options()?;
-        Model::load(&self.model, &opts).with_context(|| format!("cannot load model {}", self.model.display()))
+        Model::load(&self.model, &opts)
+            .with_context(|| format!("cannot load model {}", self.model.display()))
     }
 
     /// The context size to use for `model`.
@@ -133,12 +144,20 @@ impl SamplingArgs {
 pub fn parse_ids(s: &str) -> Result<Vec<u32>> {
     s.split(|c: char| c == ',' || c.is_whitespace())
         .filter(|x| !x.is_empty())
-        .map(|x| x.parse::<u32>().with_context(|| format!("--ids: `{x}` is not a token id")))
+        .map(|x| {
+            x.parse::<u32>()
+                .with_context(|| format!("--ids: `{x}` is not a token id"))
+        })
         .collect()
 }
 
 /// The prompt's token ids: from --ids, or the text tokenized with the model's tokenizer.
-pub fn prompt_ids(model: &Model, text: Option<&str>, ids: Option<&str>, parse_special: bool) -> Result<Vec<u32>> {
+pub fn prompt_ids(
+    model: &Model,
+    text: Option<&str>,
+    ids: Option<&str>,
+    parse_special: bool,
+) -> Result<Vec<u32>> {
     let ids = match (text, ids) {
         (Some(_), Some(_)) => bail!("give either a prompt or --ids, not both"),
         (None, Some(ids)) => parse_ids(ids)?,
@@ -154,7 +173,10 @@ pub fn prompt_ids(model: &Model, text: Option<&str>, ids: Option<&str>, parse_sp
         bail!("the prompt is empty (0 tokens)");
     }
     if let Some(&bad) = ids.iter().find(|&&t| t as usize >= model.config.n_vocab) {
-        bail!("token id {bad} is out of range (vocabulary of {})", model.config.n_vocab);
+        bail!(
+            "token id {bad} is out of range (vocabulary of {})",
+            model.config.n_vocab
+        );
     }
     Ok(ids)
 }

@@ -36,16 +36,28 @@ pub struct LogitsArgs {
 
 pub fn run(args: &LogitsArgs) -> Result<()> {
     let model = args.model.open()?;
-    let ids = prompt_ids(&model, args.prompt.as_deref(), args.ids.as_deref(), !args.no_parse_special)?;
+    let ids = prompt_ids(
+        &model,
+        args.prompt.as_deref(),
+        args.ids.as_deref(),
+        !args.no_parse_special,
+    )?;
     let n_ctx = args.model.ctx_size.unwrap_or(ids.len()).max(ids.len());
     if let Some(c) = args.model.ctx_size {
         if ids.len() > c {
-            bail!("the prompt has {} tokens but the context holds {c}", ids.len());
+            bail!(
+                "the prompt has {} tokens but the context holds {c}",
+                ids.len()
+            );
         }
     }
     let mut state = model.new_state(n_ctx);
     let nv = model.config.n_vocab;
-    let logits = if args.all_positions { model.forward_all(&mut state, &ids)? } else { model.forward(&mut state, &ids)? };
+    let logits = if args.all_positions {
+        model.forward_all(&mut state, &ids)?
+    } else {
+        model.forward(&mut state, &ids)?
+    };
     if let Some(path) = &args.output {
         let mut bytes = Vec::with_capacity(logits.len() * 4);
         for v in &logits {
@@ -61,7 +73,9 @@ pub fn run(args: &LogitsArgs) -> Result<()> {
             .map(|(i, row)| {
                 let mut idx: Vec<usize> = (0..nv).collect();
                 let k = args.top.min(nv);
-                idx.select_nth_unstable_by(k.saturating_sub(1).min(nv - 1), |&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                idx.select_nth_unstable_by(k.saturating_sub(1).min(nv - 1), |&a, &b| {
+                    row[b].total_cmp(&row[a]).then(a.cmp(&b))
+                });
                 let mut top: Vec<usize> = idx[..k].to_vec();
                 top.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
                 serde_json::json!({

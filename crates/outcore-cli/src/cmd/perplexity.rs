@@ -31,16 +31,26 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     if n_ctx < 8 {
         bail!("-c must be at least 8 for perplexity");
     }
-    let text = std::fs::read_to_string(&args.file).with_context(|| format!("cannot read {}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("cannot read {}", args.file.display()))?;
     let tok = model.tokenizer().context("this model has no tokenizer")?;
     let add_bos = tok.add_bos();
     let tokens = tok.encode(&text, true, false);
     let n_chunk_max = tokens.len() / n_ctx;
     if n_chunk_max == 0 {
-        bail!("the text has {} tokens, fewer than one chunk of {n_ctx}", tokens.len());
+        bail!(
+            "the text has {} tokens, fewer than one chunk of {n_ctx}",
+            tokens.len()
+        );
     }
-    let n_chunk = args.chunks.map(|c| c.min(n_chunk_max)).unwrap_or(n_chunk_max);
-    eprintln!("perplexity: {} tokens, {n_chunk} chunks of {n_ctx}, scoring the second half of each", tokens.len());
+    let n_chunk = args
+        .chunks
+        .map(|c| c.min(n_chunk_max))
+        .unwrap_or(n_chunk_max);
+    eprintln!(
+        "perplexity: {} tokens, {n_chunk} chunks of {n_ctx}, scoring the second half of each",
+        tokens.len()
+    );
     let first = n_ctx / 2;
     let nv = model.config.n_vocab;
     let (mut total, mut count) = (0f64, 0usize);
@@ -50,14 +60,17 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
         let start = c * n_ctx;
         let mut chunk = tokens[start..start + n_ctx].to_vec();
         if add_bos {
-            if let Some(b) = tok.bos_id() {
+            if let Some(b) = tok.bos() {
                 chunk[0] = b;
             }
         }
         state.truncate(0);
         let logits = model.forward_all(&mut state, &chunk)?;
         for j in first..n_ctx - 1 {
-            total += nll(&logits[j * nv..(j + 1) * nv], tokens[start + j + 1] as usize);
+            total += nll(
+                &logits[j * nv..(j + 1) * nv],
+                tokens[start + j + 1] as usize,
+            );
             count += 1;
         }
         print!("[{}]{:.4},", c + 1, (total / count as f64).exp());
@@ -66,6 +79,9 @@ pub fn run(args: &PerplexityArgs) -> Result<()> {
     }
     println!();
     let ppl = (total / count as f64).exp();
-    println!("Final estimate: PPL = {ppl:.4} ({count} tokens scored, {:.1} s)", t0.elapsed().as_secs_f64());
+    println!(
+        "Final estimate: PPL = {ppl:.4} ({count} tokens scored, {:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
     Ok(())
 }

@@ -4,6 +4,7 @@ use std::io::Write;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use outcore_engine::chat::ChatMessage;
 use outcore_engine::generate::{generate, GenerateParams, Generation};
 use outcore_engine::memory::stats::ProcessStats;
 use outcore_engine::model::Model;
@@ -61,7 +62,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let text = match (&args.prompt, &args.file) {
         (Some(_), Some(_)) => bail!("give either -p or -f, not both"),
         (Some(p), None) => Some(p.clone()),
-        (None, Some(f)) => Some(std::fs::read_to_string(f).with_context(|| format!("cannot read prompt file {}", f.display()))?),
+        (None, Some(f)) => Some(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read prompt file {}", f.display()))?,
+        ),
         (None, None) => None,
     };
     let before = ProcessStats::now().ok();
@@ -71,9 +75,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (Some(t), true) => Some(render_chat(&model, args.system.as_deref(), &t)?),
         (t, _) => t,
     };
-    let ids = prompt_ids(&model, text.as_deref(), args.ids.as_deref(), !args.no_parse_special)?;
+    let ids = prompt_ids(
+        &model,
+        text.as_deref(),
+        args.ids.as_deref(),
+        !args.no_parse_special,
+    )?;
     if ids.len() > n_ctx {
-        bail!("the prompt has {} tokens but the context holds {} (raise -c)", ids.len(), n_ctx);
+        bail!(
+            "the prompt has {} tokens but the context holds {} (raise -c)",
+            ids.len(),
+            n_ctx
+        );
     }
     let params = GenerateParams {
         max_tokens: args.n_predict as usize,
@@ -117,15 +130,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
 
 /// Renders one user message (and an optional system message) with the model's chat template.
 pub fn render_chat(model: &Model, system: Option<&str>, user: &str) -> Result<String> {
-    let tmpl = model
-        .chat_template()
-        .context("this model has no chat template; pass --chat-template chatml (or another name)")?;
     let mut msgs = Vec::new();
     if let Some(s) = system {
-        msgs.push(outcore_engine::chat::Message::new("system", s));
+        msgs.push(ChatMessage::new("system", s));
     }
-    msgs.push(outcore_engine::chat::Message::new("user", user));
-    Ok(tmpl.render(&msgs, true)?)
+    msgs.push(ChatMessage::new("user", user));
+    Ok(model.render_chat(&msgs, true)?)
 }
 
 pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats>) {
@@ -133,8 +143,14 @@ pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats
     let mb = |b: u64| b as f64 / 1e6;
     eprintln!();
     eprintln!("--- outcore stats ---");
-    eprintln!("load time:          {:.1} ms", model.load_time.as_secs_f64() * 1e3);
-    eprintln!("time to first token:{:>8.1} ms", s.time_to_first_token.as_secs_f64() * 1e3);
+    eprintln!(
+        "load time:          {:.1} ms",
+        model.load_time.as_secs_f64() * 1e3
+    );
+    eprintln!(
+        "time to first token:{:>8.1} ms",
+        s.time_to_first_token.as_secs_f64() * 1e3
+    );
     eprintln!(
         "prompt:             {} tokens in {:.1} ms ({:.1} tok/s)",
         s.prompt_tokens,
@@ -163,8 +179,12 @@ pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats
                 "faults:             {} major, {} minor; bytes read {} (read() calls {})",
                 d.majflt,
                 d.minflt,
-                d.read_bytes.map(|x| format!("{:.1} MB", mb(x))).unwrap_or_else(|| "n/a".into()),
-                d.rchar.map(|x| format!("{:.1} MB", mb(x))).unwrap_or_else(|| "n/a".into()),
+                d.read_bytes
+                    .map(|x| format!("{:.1} MB", mb(x)))
+                    .unwrap_or_else(|| "n/a".into()),
+                d.rchar
+                    .map(|x| format!("{:.1} MB", mb(x)))
+                    .unwrap_or_else(|| "n/a".into()),
             );
         }
     }
@@ -178,6 +198,11 @@ pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats
         mb(res),
         mb(total),
         100.0 * res as f64 / total.max(1) as f64,
-        model.source().mappings().first().map(|m| m.mode().as_str()).unwrap_or("?")
+        model
+            .source()
+            .mappings()
+            .first()
+            .map(|m| m.mode().as_str())
+            .unwrap_or("?")
     );
 }

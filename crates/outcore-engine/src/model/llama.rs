@@ -10,21 +10,22 @@ use rayon::prelude::*;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvCache, KvRows};
+use crate::residency::Filled;
 use crate::weights::{WRef, Weights};
 
 /// Per-call activation buffers; reused across calls (sized for the largest batch seen).
 #[derive(Default)]
 pub struct Scratch {
-    x: Vec<f32>,     // [n, d]   residual stream
-    xn: Vec<f32>,    // [n, d]   normed
-    q: Vec<f32>,     // [n, q_dim]
-    k: Vec<f32>,     // [n, kv_dim]
-    v: Vec<f32>,     // [n, kv_dim]
-    att: Vec<f32>,   // [n, q_dim] attention output (heads concatenated)
-    proj: Vec<f32>,  // [n, d]   attention / ffn output projection
-    gate: Vec<f32>,  // [n, ff]
-    up: Vec<f32>,    // [n, ff]
-    rows: Vec<f32>,  // [rows, d] final normed rows whose logits are wanted
+    x: Vec<f32>,    // [n, d]   residual stream
+    xn: Vec<f32>,   // [n, d]   normed
+    q: Vec<f32>,    // [n, q_dim]
+    k: Vec<f32>,    // [n, kv_dim]
+    v: Vec<f32>,    // [n, kv_dim]
+    att: Vec<f32>,  // [n, q_dim] attention output (heads concatenated)
+    proj: Vec<f32>, // [n, d]   attention / ffn output projection
+    gate: Vec<f32>, // [n, ff]
+    up: Vec<f32>,   // [n, ff]
+    rows: Vec<f32>, // [rows, d] final normed rows whose logits are wanted
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -42,28 +43,81 @@ pub struct SeqBatch<'a> {
     pub all_logits: bool,
 }
 
-/// Access to the bytes behind a `WRef`.
+/// Access to the bytes behind a `WRef`, unit by unit (a unit is a layer, or the output matrix at
+/// index n_layer). `begin_unit` may hand out a streamed copy of the unit's bytes (see `residency`).
 pub trait WeightBytes: Sync {
+    /// The bytes of `w` in the mapping.
     fn bytes(&self, w: &WRef) -> &[u8];
-    /// Called before layer `l` is computed and after it is done (residency management).
-    fn before_layer(&self, _l: usize) {}
-    fn after_layer(&self, _l: usize) {}
+    /// Called before unit `u` is computed; a streamed unit's bytes come back here.
+    fn begin_unit(&self, _u: usize) -> Option<Filled> {
+        None
+    }
+    /// The bytes of `w` inside a streamed unit.
+    fn streamed<'a>(&'a self, _f: &'a Filled, _u: usize, _w: &WRef) -> Option<&'a [u8]> {
+        None
+    }
+    /// Called after unit `u` is done.
+    fn end_unit(&self, _u: usize, _f: Option<Filled>) {}
 }
 
-fn view<'a, B: WeightBytes + ?Sized>(src: &'a B, w: &'a WRef) -> TensorView<'a> {
-    TensorView { name: "", ty: w.ty, shape: &w.ne, bytes: src.bytes(w) }
+/// Resolves weight bytes for one unit: from its streamed buffer when there is one, else the mapping.
+struct UnitBytes<'a, B: WeightBytes + ?Sized> {
+    src: &'a B,
+    unit: usize,
+    filled: Option<Filled>,
 }
 
-fn matmul<B: WeightBytes + ?Sized>(src: &B, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
-    let rows = w.ne[1] as usize;
-    outcore_kernels::matmul::matmul(&view(src, w), &x[..n * w.ne[0] as usize], n, &mut out[..n * rows])
+impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
+    fn begin(src: &'a B, unit: usize) -> Self {
+        UnitBytes {
+            src,
+            unit,
+            filled: src.begin_unit(unit),
+        }
+    }
+
+    fn get(&self, w: &WRef) -> &[u8] {
+        self.filled
+            .as_ref()
+            .and_then(|f| self.src.streamed(f, self.unit, w))
+            .unwrap_or_else(|| self.src.bytes(w))
+    }
+
+    fn view<'b>(&'b self, w: &'b WRef) -> TensorView<'b> {
+        TensorView {
+            name: "",
+            ty: w.ty,
+            shape: &w.ne,
+            bytes: self.get(w),
+        }
+    }
+
+    fn matmul(&self, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
+        let rows = w.ne[1] as usize;
+        outcore_kernels::matmul::matmul(
+            &self.view(w),
+            &x[..n * w.ne[0] as usize],
+            n,
+            &mut out[..n * rows],
+        )
         .map_err(|e| EngineError::Kernel(e.to_string()))
+    }
+
+    /// A weight vector (norm or bias) as f32.
+    fn vector(&self, w: &WRef, out: &mut Vec<f32>) -> Result<()> {
+        out.resize(w.ne[0] as usize, 0.0);
+        outcore_kernels::dequantize_row(w.ty, self.get(w), out)
+            .map_err(|e| EngineError::Kernel(e.to_string()))
+    }
+
+    fn end(self) {}
 }
 
-/// A weight vector (norm or bias) as f32.
-fn vector<B: WeightBytes + ?Sized>(src: &B, w: &WRef, out: &mut Vec<f32>) -> Result<()> {
-    out.resize(w.ne[0] as usize, 0.0);
-    outcore_kernels::dequantize_row(w.ty, src.bytes(w), out).map_err(|e| EngineError::Kernel(e.to_string()))
+impl<B: WeightBytes + ?Sized> Drop for UnitBytes<'_, B> {
+    /// Gives a streamed buffer back even when the unit's computation failed part-way.
+    fn drop(&mut self) {
+        self.src.end_unit(self.unit, self.filled.take());
+    }
 }
 
 /// ggml_rms_norm followed by ggml_mul with the weight.
@@ -112,7 +166,15 @@ fn softmax(s: &mut [f32]) {
 }
 
 /// Attention of one query head over positions 0..=p of one kv head.
-fn attend_head(q: &[f32], kv: &KvCache, layer: usize, kvh: usize, p: usize, scores: &mut Vec<f32>, out: &mut [f32]) {
+fn attend_head(
+    q: &[f32],
+    kv: &KvCache,
+    layer: usize,
+    kvh: usize,
+    p: usize,
+    scores: &mut Vec<f32>,
+    out: &mut [f32],
+) {
     let hd = q.len();
     let kv_dim = kv.kv_dim;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -177,13 +239,27 @@ pub fn forward<B: WeightBytes + ?Sized>(
             return Err(EngineError::ContextFull { n_ctx: s.kv.n_ctx });
         }
         if let Some(&bad) = s.tokens.iter().find(|&&t| t as usize >= cfg.n_vocab) {
-            return Err(EngineError::BadToken { id: bad, n_vocab: cfg.n_vocab });
+            return Err(EngineError::BadToken {
+                id: bad,
+                n_vocab: cfg.n_vocab,
+            });
         }
     }
-    for (buf, width) in [(&mut sc.x, d), (&mut sc.xn, d), (&mut sc.q, qd), (&mut sc.k, kvd), (&mut sc.v, kvd)] {
+    for (buf, width) in [
+        (&mut sc.x, d),
+        (&mut sc.xn, d),
+        (&mut sc.q, qd),
+        (&mut sc.k, kvd),
+        (&mut sc.v, kvd),
+    ] {
         grow(buf, n * width);
     }
-    for (buf, width) in [(&mut sc.att, qd), (&mut sc.proj, d), (&mut sc.gate, ff), (&mut sc.up, ff)] {
+    for (buf, width) in [
+        (&mut sc.att, qd),
+        (&mut sc.proj, d),
+        (&mut sc.gate, ff),
+        (&mut sc.up, ff),
+    ] {
         grow(buf, n * width);
     }
     // (token index in batch) -> (sequence, absolute position)
@@ -207,18 +283,27 @@ pub fn forward<B: WeightBytes + ?Sized>(
     let mut bias = Vec::new();
     let group = cfg.n_head / cfg.n_head_kv;
     for (l, lw) in w.layers.iter().enumerate() {
-        src.before_layer(l);
+        let ub = UnitBytes::begin(src, l);
         // Attention block.
-        vector(src, &lw.attn_norm, &mut norm_w)?;
+        ub.vector(&lw.attn_norm, &mut norm_w)?;
         for i in 0..n {
-            rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.xn[i * d..(i + 1) * d]);
+            rmsnorm(
+                &sc.x[i * d..(i + 1) * d],
+                &norm_w,
+                cfg.rms_eps,
+                &mut sc.xn[i * d..(i + 1) * d],
+            );
         }
-        matmul(src, &lw.wq, &sc.xn, n, &mut sc.q)?;
-        matmul(src, &lw.wk, &sc.xn, n, &mut sc.k)?;
-        matmul(src, &lw.wv, &sc.xn, n, &mut sc.v)?;
-        for (b, buf, width) in [(&lw.bq, &mut sc.q, qd), (&lw.bk, &mut sc.k, kvd), (&lw.bv, &mut sc.v, kvd)] {
+        ub.matmul(&lw.wq, &sc.xn, n, &mut sc.q)?;
+        ub.matmul(&lw.wk, &sc.xn, n, &mut sc.k)?;
+        ub.matmul(&lw.wv, &sc.xn, n, &mut sc.v)?;
+        for (b, buf, width) in [
+            (&lw.bq, &mut sc.q, qd),
+            (&lw.bk, &mut sc.k, kvd),
+            (&lw.bv, &mut sc.v, kvd),
+        ] {
             if let Some(b) = b {
-                vector(src, b, &mut bias)?;
+                ub.vector(b, &mut bias)?;
                 for row in buf[..n * width].chunks_exact_mut(width) {
                     for (x, y) in row.iter_mut().zip(&bias) {
                         *x += y;
@@ -229,11 +314,25 @@ pub fn forward<B: WeightBytes + ?Sized>(
         for (i, &(_, p)) in tok_seq.iter().enumerate() {
             for h in 0..cfg.n_head {
                 let x = &mut sc.q[i * qd + h * hd..][..hd];
-                rope(x, p, cfg.rope_dims, cfg.rope_base, cfg.rope_freq_scale, cfg.rope_style);
+                rope(
+                    x,
+                    p,
+                    cfg.rope_dims,
+                    cfg.rope_base,
+                    cfg.rope_freq_scale,
+                    cfg.rope_style,
+                );
             }
             for h in 0..cfg.n_head_kv {
                 let x = &mut sc.k[i * kvd + h * hd..][..hd];
-                rope(x, p, cfg.rope_dims, cfg.rope_base, cfg.rope_freq_scale, cfg.rope_style);
+                rope(
+                    x,
+                    p,
+                    cfg.rope_dims,
+                    cfg.rope_base,
+                    cfg.rope_freq_scale,
+                    cfg.rope_style,
+                );
             }
         }
         // Store K/V of the whole batch first, so every token sees the ones before it.
@@ -246,36 +345,45 @@ pub fn forward<B: WeightBytes + ?Sized>(
             let q = &sc.q;
             let caches: Vec<&KvCache> = seqs.iter().map(|s| &*s.kv).collect();
             let tok_seq = &tok_seq;
-            sc.att[..n * qd].par_chunks_mut(hd).enumerate().for_each_init(Vec::new, |scores, (ih, out)| {
-                let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
-                let (si, p) = tok_seq[i];
-                let qh = &q[i * qd + h * hd..][..hd];
-                attend_head(qh, caches[si], l, h / group, p, scores, out);
-            });
+            sc.att[..n * qd]
+                .par_chunks_mut(hd)
+                .enumerate()
+                .for_each_init(Vec::new, |scores, (ih, out)| {
+                    let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
+                    let (si, p) = tok_seq[i];
+                    let qh = &q[i * qd + h * hd..][..hd];
+                    attend_head(qh, caches[si], l, h / group, p, scores, out);
+                });
         }
-        matmul(src, &lw.wo, &sc.att, n, &mut sc.proj)?;
+        ub.matmul(&lw.wo, &sc.att, n, &mut sc.proj)?;
         for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
             *x += y;
         }
         // Feed-forward block (SwiGLU).
-        vector(src, &lw.ffn_norm, &mut norm_w)?;
+        ub.vector(&lw.ffn_norm, &mut norm_w)?;
         for i in 0..n {
-            rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.xn[i * d..(i + 1) * d]);
+            rmsnorm(
+                &sc.x[i * d..(i + 1) * d],
+                &norm_w,
+                cfg.rms_eps,
+                &mut sc.xn[i * d..(i + 1) * d],
+            );
         }
-        matmul(src, &lw.w_gate, &sc.xn, n, &mut sc.gate)?;
-        matmul(src, &lw.w_up, &sc.xn, n, &mut sc.up)?;
+        ub.matmul(&lw.w_gate, &sc.xn, n, &mut sc.gate)?;
+        ub.matmul(&lw.w_up, &sc.xn, n, &mut sc.up)?;
         for (g, u) in sc.gate[..n * ff].iter_mut().zip(&sc.up[..n * ff]) {
             *g = (*g / (1.0 + (-*g).exp())) * u;
         }
-        matmul(src, &lw.w_down, &sc.gate, n, &mut sc.proj)?;
+        ub.matmul(&lw.w_down, &sc.gate, n, &mut sc.proj)?;
         for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
             *x += y;
         }
-        src.after_layer(l);
+        ub.end();
     }
 
     // Output: final norm on the rows whose logits are wanted, then the output matrix.
-    vector(src, &w.output_norm, &mut norm_w)?;
+    let ub = UnitBytes::begin(src, w.layers.len());
+    ub.vector(&w.output_norm, &mut norm_w)?;
     let mut wanted = Vec::new();
     let mut start = 0;
     for s in seqs.iter() {
@@ -289,11 +397,18 @@ pub fn forward<B: WeightBytes + ?Sized>(
     }
     grow(&mut sc.rows, wanted.len() * d);
     for (r, &i) in wanted.iter().enumerate() {
-        rmsnorm(&sc.x[i * d..(i + 1) * d], &norm_w, cfg.rms_eps, &mut sc.rows[r * d..(r + 1) * d]);
+        rmsnorm(
+            &sc.x[i * d..(i + 1) * d],
+            &norm_w,
+            cfg.rms_eps,
+            &mut sc.rows[r * d..(r + 1) * d],
+        );
     }
     let nv = cfg.n_vocab;
     let mut logits = vec![0f32; wanted.len() * nv];
-    matmul(src, &w.output, &sc.rows, wanted.len(), &mut logits)?;
+    let r = ub.matmul(&w.output, &sc.rows, wanted.len(), &mut logits);
+    ub.end();
+    r?;
     let mut out = Vec::with_capacity(seqs.len());
     let mut r = 0;
     for s in seqs.iter_mut() {

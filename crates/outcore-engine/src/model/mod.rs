@@ -11,11 +11,12 @@ use outcore_format::mapping::{LoadMode, Mapping};
 use outcore_format::safetensors::SafetensorsModel;
 use outcore_format::TensorView;
 
-use crate::chat::ChatTemplate;
+use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{CacheType, KvCache};
 use crate::names::Scheme;
+use crate::residency::{self, Filled, Residency, ResidencyConfig};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{self, TensorLookup, WRef, Weights};
 use llama::{Scratch, SeqBatch, WeightBytes};
@@ -27,11 +28,19 @@ pub enum Source {
 }
 
 impl Source {
+    /// The file behind each mapping, in shard order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        match self {
+            Source::Gguf(f) => vec![f.path().to_path_buf()],
+            Source::Hf(m) => m.shards().iter().map(|s| s.path().to_path_buf()).collect(),
+        }
+    }
+
     /// The mappings behind the weights, in shard order.
     pub fn mappings(&self) -> Vec<&Mapping> {
         match self {
             Source::Gguf(f) => vec![f.mapping()],
-            Source::Hf(m) => m.mappings(),
+            Source::Hf(m) => m.shards().iter().map(|s| s.mapping()).collect(),
         }
     }
 }
@@ -40,19 +49,43 @@ impl TensorLookup for Source {
     fn lookup(&self, name: &str) -> Result<Option<TensorView<'_>>> {
         match self {
             Source::Gguf(f) => Ok(f.tensor(name)),
-            Source::Hf(m) => m.tensor(name).map_err(|e| EngineError::Format { path: m.path().to_path_buf(), source: e }),
+            Source::Hf(m) if !m.contains(name) => Ok(None),
+            Source::Hf(m) => m.get(name).map(Some).map_err(|e| EngineError::Format {
+                path: m.root().to_path_buf(),
+                source: e,
+            }),
         }
     }
 
     fn shard_bases(&self) -> Vec<(usize, usize)> {
-        self.mappings().iter().map(|m| (m.as_ptr() as usize, m.len())).collect()
+        self.mappings()
+            .iter()
+            .map(|m| (m.as_ptr() as usize, m.len()))
+            .collect()
     }
+}
+
+/// Whether weights are streamed through the residency manager.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Streaming {
+    /// Stream only what does not fit the memory budget (the default).
+    #[default]
+    Auto,
+    /// Stream every unit beyond the budget even if the model would fit (`--load stream`).
+    Force,
+    /// Plain mmap: let the page cache do what it does (`--load mmap`, for comparison).
+    Off,
 }
 
 /// How to open a model.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
     pub load: LoadMode,
+    pub streaming: Streaming,
+    /// Memory budget for this process (weights kept resident + KV cache + scratch), if capped.
+    pub max_ram: Option<u64>,
+    /// Context size the budget must leave room for (KV cache).
+    pub n_ctx_hint: usize,
     pub n_threads: usize,
     pub cache_type: CacheType,
     /// Override of the chat template: a built-in name (`chatml`, `llama3`, ...) or a Jinja source.
@@ -63,7 +96,12 @@ impl Default for LoadOptions {
     fn default() -> Self {
         LoadOptions {
             load: LoadMode::Mmap,
-            n_threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            streaming: Streaming::Auto,
+            max_ram: None,
+            n_ctx_hint: 4096,
+            n_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
             cache_type: CacheType::F16,
             chat_template: None,
         }
@@ -79,19 +117,40 @@ pub struct Model {
     pool: rayon::ThreadPool,
     path: PathBuf,
     cache_type: CacheType,
+    residency: Option<Residency>,
     pub load_time: Duration,
 }
 
-struct Bytes<'a>(&'a [&'a Mapping]);
+struct Bytes<'a> {
+    maps: &'a [&'a Mapping],
+    residency: Option<&'a Residency>,
+}
 
 impl WeightBytes for Bytes<'_> {
     fn bytes(&self, w: &WRef) -> &[u8] {
-        &self.0[w.shard][w.range()]
+        &self.maps[w.shard][w.range()]
+    }
+
+    fn begin_unit(&self, u: usize) -> Option<Filled> {
+        self.residency?.begin(u)
+    }
+
+    fn streamed<'a>(&'a self, f: &'a Filled, u: usize, w: &WRef) -> Option<&'a [u8]> {
+        f.bytes(self.residency?.parts(u), w)
+    }
+
+    fn end_unit(&self, _u: usize, f: Option<Filled>) {
+        if let Some(r) = self.residency {
+            r.end(f);
+        }
     }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> EngineError + '_ {
-    move |source| EngineError::Io { path: path.to_path_buf(), source }
+    move |source| EngineError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 impl Model {
@@ -102,22 +161,34 @@ impl Model {
         let (source, config, scheme, tokenizer, template) = if meta.is_dir() {
             let cfg_path = path.join("config.json");
             if !cfg_path.is_file() {
-                return Err(EngineError::NotAModel { path: path.to_path_buf() });
+                return Err(EngineError::NotAModel {
+                    path: path.to_path_buf(),
+                });
             }
             let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
             let json: serde_json::Value =
-                serde_json::from_str(&text).map_err(|source| EngineError::Json { path: cfg_path.clone(), source })?;
+                serde_json::from_str(&text).map_err(|source| EngineError::Json {
+                    path: cfg_path.clone(),
+                    source,
+                })?;
             let config = ModelConfig::from_hf_json(&json)?;
-            let st = SafetensorsModel::open_with(path, opts.load)
-                .map_err(|source| EngineError::Format { path: path.to_path_buf(), source })?;
+            let st = SafetensorsModel::open_with(path, opts.load).map_err(|source| {
+                EngineError::Format {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            })?;
             let tok_path = path.join("tokenizer.json");
             let (tokenizer, template) = if tok_path.is_file() {
                 let tc = path.join("tokenizer_config.json");
                 let tc = tc.is_file().then_some(tc);
                 let tok = Tokenizer::from_hf_json(&tok_path, tc.as_deref())
                     .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
-                let tmpl = match &tc {
-                    Some(tc) => ChatTemplate::from_hf_config(tc).map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+                let tmpl = match tok.chat_template() {
+                    Some(src) => Some(
+                        ChatTemplate::new(src)
+                            .map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+                    ),
                     None => None,
                 };
                 (Some(tok), tmpl)
@@ -129,38 +200,58 @@ impl Model {
             let is_gguf = {
                 use std::io::Read;
                 let mut magic = [0u8; 4];
-                std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+                std::fs::File::open(path)
+                    .and_then(|mut f| f.read_exact(&mut magic))
+                    .is_ok()
+                    && &magic == b"GGUF"
             };
             if !is_gguf {
-                return Err(EngineError::NotAModel { path: path.to_path_buf() });
+                return Err(EngineError::NotAModel {
+                    path: path.to_path_buf(),
+                });
             }
-            let f = GgufFile::open(path, opts.load)
-                .map_err(|source| EngineError::Format { path: path.to_path_buf(), source })?;
-            let n_tokens = f.metadata().get_str_array("tokenizer.ggml.tokens").ok().map(|t| t.len());
+            let f = GgufFile::open(path, opts.load).map_err(|source| EngineError::Format {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let n_tokens = f
+                .metadata()
+                .get_str_array("tokenizer.ggml.tokens")
+                .ok()
+                .map(|t| t.len());
             let config = ModelConfig::from_gguf(f.metadata(), n_tokens)?;
             let tokenizer = if f.metadata().contains("tokenizer.ggml.model") {
-                Some(Tokenizer::from_metadata(f.metadata()).map_err(|e| EngineError::Tokenizer(e.to_string()))?)
+                Some(
+                    Tokenizer::from_metadata(f.metadata())
+                        .map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+                )
             } else {
                 None
             };
-            let template =
-                ChatTemplate::from_metadata(f.metadata()).map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            let template = match f.metadata().opt_str(crate::tokenizer::keys::CHAT_TEMPLATE) {
+                Ok(Some(src)) => Some(
+                    ChatTemplate::new(src).map_err(|e| EngineError::Tokenizer(e.to_string()))?,
+                ),
+                _ => None,
+            };
             (Source::Gguf(f), config, Scheme::Gguf, tokenizer, template)
         };
         let chat_template = match &opts.chat_template {
             Some(name) => Some(
-                ChatTemplate::builtin(name)
-                    .or_else(|| ChatTemplate::new(name).ok())
-                    .ok_or_else(|| EngineError::Tokenizer(format!("unknown chat template `{name}`")))?,
+                ChatTemplate::from_name_or_source(name)
+                    .map_err(|e| EngineError::Tokenizer(format!("--chat-template: {e}")))?,
             ),
             None => template,
         };
         let weights = weights::bind(&source, scheme, &config)?;
+        let residency = plan_residency(&source, &config, &weights, opts)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.n_threads.max(1))
             .thread_name(|i| format!("outcore-compute-{i}"))
             .build()
-            .map_err(|e| EngineError::Unsupported { what: format!("thread pool: {e}") })?;
+            .map_err(|e| EngineError::Unsupported {
+                what: format!("thread pool: {e}"),
+            })?;
         Ok(Model {
             config,
             weights,
@@ -170,6 +261,7 @@ impl Model {
             pool,
             path: path.to_path_buf(),
             cache_type: opts.cache_type,
+            residency,
             load_time: t0.elapsed(),
         })
     }
@@ -188,6 +280,29 @@ impl Model {
 
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat_template.as_ref()
+    }
+
+    /// Renders a conversation with the chat template (BOS/EOS text taken from the tokenizer).
+    pub fn render_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let tmpl = self.chat_template.as_ref().ok_or_else(|| {
+            EngineError::Tokenizer(
+                "this model has no chat template; pass --chat-template chatml (or another name)"
+                    .into(),
+            )
+        })?;
+        let opts = match &self.tokenizer {
+            Some(t) => RenderOptions::for_tokenizer(t, add_generation_prompt),
+            None => RenderOptions {
+                add_generation_prompt,
+                ..Default::default()
+            },
+        };
+        tmpl.render(messages, &opts)
+            .map_err(|e| EngineError::Tokenizer(format!("chat template: {e}")))
     }
 
     pub fn n_threads(&self) -> usize {
@@ -211,8 +326,29 @@ impl Model {
 
     fn run(&self, seqs: &mut [SeqBatch<'_>], scratch: &mut Scratch) -> Result<Vec<Vec<f32>>> {
         let maps = self.source.mappings();
-        let bytes = Bytes(&maps);
-        self.pool.install(|| llama::forward(&self.config, &self.weights, &bytes, seqs, scratch))
+        let residency = self.residency.as_ref().filter(|r| r.is_streaming());
+        let _one_pass = residency.map(|r| r.gate.lock().unwrap_or_else(|e| e.into_inner()));
+        let bytes = Bytes {
+            maps: &maps,
+            residency,
+        };
+        self.pool
+            .install(|| llama::forward(&self.config, &self.weights, &bytes, seqs, scratch))
+    }
+
+    /// The residency manager, when the model is (partly) streamed.
+    pub fn residency(&self) -> Option<&Residency> {
+        self.residency.as_ref()
+    }
+
+    /// Bytes of the KV cache for `n_ctx` positions.
+    pub fn kv_bytes(&self, n_ctx: usize) -> u64 {
+        KvCache::bytes_for(
+            self.cache_type,
+            self.config.n_layer,
+            n_ctx,
+            self.config.kv_dim(),
+        )
     }
 
     /// Evaluates `tokens` at the state's position; returns the logits of the last one.
@@ -227,7 +363,10 @@ impl Model {
 
     fn forward_inner(&self, state: &mut State, tokens: &[u32], all: bool) -> Result<Vec<f32>> {
         if state.pos + tokens.len() > state.kv.n_ctx {
-            return Err(EngineError::PromptTooLong { n_prompt: state.pos + tokens.len(), n_ctx: state.kv.n_ctx });
+            return Err(EngineError::PromptTooLong {
+                n_prompt: state.pos + tokens.len(),
+                n_ctx: state.kv.n_ctx,
+            });
         }
         // Prefill in micro-batches to bound scratch memory.
         const UBATCH: usize = 512;
@@ -237,8 +376,12 @@ impl Model {
         let last = chunks.len().saturating_sub(1);
         let mut result = Ok(());
         for (ci, chunk) in chunks.into_iter().enumerate() {
-            let mut seqs =
-                [SeqBatch { kv: &mut state.kv, pos: state.pos, tokens: chunk, all_logits: all }];
+            let mut seqs = [SeqBatch {
+                kv: &mut state.kv,
+                pos: state.pos,
+                tokens: chunk,
+                all_logits: all,
+            }];
             match self.run(&mut seqs, &mut scratch) {
                 Ok(mut l) => {
                     state.pos += chunk.len();
@@ -260,9 +403,15 @@ impl Model {
 
     /// One decoding step for several sequences at once (continuous batching): `tokens[i]` is fed to
     /// `states[i]`; returns each sequence's logits.
-    pub fn forward_batch(&self, states: &mut [&mut State], tokens: &[u32]) -> Result<Vec<Vec<f32>>> {
+    pub fn forward_batch(
+        &self,
+        states: &mut [&mut State],
+        tokens: &[u32],
+    ) -> Result<Vec<Vec<f32>>> {
         if states.len() != tokens.len() {
-            return Err(EngineError::BadConfig { what: "forward_batch: one token per state".into() });
+            return Err(EngineError::BadConfig {
+                what: "forward_batch: one token per state".into(),
+            });
         }
         if states.is_empty() {
             return Ok(Vec::new());
@@ -273,7 +422,12 @@ impl Model {
             if s.pos >= s.kv.n_ctx {
                 return Err(EngineError::ContextFull { n_ctx: s.kv.n_ctx });
             }
-            seqs.push(SeqBatch { kv: &mut s.kv, pos: s.pos, tokens: std::slice::from_ref(t), all_logits: false });
+            seqs.push(SeqBatch {
+                kv: &mut s.kv,
+                pos: s.pos,
+                tokens: std::slice::from_ref(t),
+                all_logits: false,
+            });
         }
         let r = self.run(&mut seqs, &mut scratch);
         drop(seqs);
@@ -303,4 +457,74 @@ impl State {
     pub fn truncate(&mut self, pos: usize) {
         self.pos = self.pos.min(pos);
     }
+}
+
+/// Scratch activations for one sequence (a rough upper bound used by the budget).
+pub fn scratch_bytes(cfg: &ModelConfig, n_ctx: usize) -> u64 {
+    let ub = 512usize.min(n_ctx.max(1));
+    let per_tok = 4 * (3 * cfg.n_embd + cfg.q_dim() * 2 + 2 * cfg.kv_dim() + 2 * cfg.n_ff) as u64;
+    per_tok * ub as u64 + 4 * cfg.n_vocab as u64 * 2 + 8 * n_ctx as u64 * cfg.n_head as u64
+}
+
+/// Safety margin kept free inside the budget (allocator slack, thread stacks, the binary).
+pub const SAFETY_MARGIN: u64 = 48 << 20;
+
+/// Decides which units stay resident and starts the streamer when some do not fit.
+fn plan_residency(
+    source: &Source,
+    cfg: &ModelConfig,
+    w: &Weights,
+    opts: &LoadOptions,
+) -> Result<Option<Residency>> {
+    if opts.streaming == Streaming::Off || opts.load == LoadMode::Read {
+        return Ok(None);
+    }
+    let units = residency::units(w);
+    let total: u64 = units.iter().map(|u| u.bytes()).sum();
+    let kv = KvCache::bytes_for(opts.cache_type, cfg.n_layer, opts.n_ctx_hint, cfg.kv_dim());
+    let overhead = kv + scratch_bytes(cfg, opts.n_ctx_hint) + SAFETY_MARGIN;
+    let available = match opts.max_ram {
+        Some(b) => b,
+        None => crate::memory::probe::MemLimits::probe()
+            .map(|l| l.effective().bytes)
+            .unwrap_or(u64::MAX),
+    };
+    let budget = available.saturating_sub(overhead);
+    if opts.streaming == Streaming::Auto && total <= budget {
+        return Ok(None);
+    }
+    let max_unit = units.iter().map(|u| u.bytes()).max().unwrap_or(0);
+    // Two ring buffers overlap reading with compute; with too little memory, one.
+    let ring = if budget >= 3 * max_unit { 2 } else { 1 };
+    let mut left = budget.saturating_sub(ring as u64 * max_unit);
+    let mut resident = Vec::with_capacity(units.len());
+    for u in &units {
+        let fits = u.bytes() <= left;
+        if fits {
+            left -= u.bytes();
+        }
+        resident.push(fits);
+    }
+    if resident.iter().all(|&r| r) {
+        return Ok(None);
+    }
+    let rc = ResidencyConfig {
+        resident,
+        ring,
+        direct_io: true,
+    };
+    let r = Residency::new(units, &rc, &source.paths()).map_err(|e| EngineError::Io {
+        path: source.paths()[0].clone(),
+        source: e,
+    })?;
+    // Streamed units are read into the ring, never through the mapping: let their pages go.
+    for (u, unit) in r.units.iter().enumerate() {
+        if !r.is_resident(u) {
+            for p in &unit.parts {
+                let m = source.mappings()[p.shard];
+                let _ = m.advise_dontneed(p.range.clone());
+            }
+        }
+    }
+    Ok(Some(r))
 }
