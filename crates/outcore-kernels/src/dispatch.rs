@@ -121,9 +121,13 @@ pub fn table(level: CpuLevel) -> Option<&'static KernelTable> {
 
 /// The best level this CPU supports, capped by `OUTCORE_CPU` when set.
 pub fn detect() -> CpuLevel {
-    let cap = std::env::var("OUTCORE_CPU")
-        .ok()
-        .and_then(|v| CpuLevel::from_name(&v))
+    detect_with(std::env::var("OUTCORE_CPU").ok().as_deref())
+}
+
+/// [`detect`] with an explicit cap (`None` or an unknown name: no cap).
+pub fn detect_with(cap: Option<&str>) -> CpuLevel {
+    let cap = cap
+        .and_then(CpuLevel::from_name)
         .unwrap_or(CpuLevel::Avx512);
     CpuLevel::ALL
         .into_iter()
@@ -136,4 +140,29 @@ pub fn detect() -> CpuLevel {
 pub fn kernels() -> &'static KernelTable {
     static CHOSEN: OnceLock<&'static KernelTable> = OnceLock::new();
     CHOSEN.get_or_init(|| table(detect()).unwrap_or(&SCALAR))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn override_caps_the_level() {
+        assert_eq!(detect_with(Some("scalar")), CpuLevel::Scalar);
+        assert_eq!(
+            detect_with(Some(" AVX2 ")).max(CpuLevel::Scalar),
+            detect_with(Some("avx2"))
+        );
+        assert!(detect_with(Some("avx2")) <= CpuLevel::Avx2);
+        assert_eq!(detect_with(None), detect_with(Some("bogus")));
+        for l in CpuLevel::ALL {
+            assert_eq!(CpuLevel::from_name(l.name()), Some(l));
+            let t = table(l);
+            assert_eq!(t.is_some(), l.is_available());
+            if let Some(t) = t {
+                assert_eq!(t.level, l);
+            }
+        }
+        assert!(kernels().level.is_available());
+    }
 }
