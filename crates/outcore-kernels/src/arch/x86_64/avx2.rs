@@ -788,6 +788,84 @@ unsafe fn quantize_q8_1_impl(x: &[f32], y: &mut [BlockQ8_1]) {
     }
 }
 
+/// ggml `quantize_row_q8_K_ref` (which llama.cpp's x86 backend also uses for activations):
+/// the signed value of largest magnitude (first on ties) sets `iscale = -127/max`, quants are
+/// `nearest_int(iscale * x)` (round half to even) capped at 127, plus 16-element sums.
+///
+/// # Safety
+/// Requires AVX2.
+#[target_feature(enable = "avx2")]
+unsafe fn quantize_q8_k_impl(x: &[f32], y: &mut [BlockQ8K]) {
+    let sign = _mm256_set1_ps(-0.0);
+    for (x, b) in x.chunks_exact(QK_K).zip(y.iter_mut()) {
+        let xs: &[f32; QK_K] = x.try_into().expect("chunks_exact(QK_K)");
+        let mut m = _mm256_setzero_ps();
+        for c in 0..QK_K / 8 {
+            // SAFETY: 8 floats at 8c are in bounds.
+            let v = unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * c)) };
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v));
+        }
+        let m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        let m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        if amax == 0.0 {
+            b.d = 0.0;
+            b.qs = [0; QK_K];
+            b.bsums = [0; QK_K / 16];
+            continue;
+        }
+        // First element whose magnitude is amax gives the sign, as the scalar `>` scan does.
+        let max = *xs.iter().find(|v| v.abs() == amax).unwrap_or(&amax);
+        let iscale = -127.0f32 / max;
+        let vs = _mm256_set1_ps(iscale);
+        let cap = _mm256_set1_epi32(127);
+        for g in 0..QK_K / 16 {
+            let q = |o: usize| {
+                // SAFETY: 8 floats at 16g + o (o in {0, 8}) are in bounds.
+                let v = unsafe { _mm256_loadu_ps(xs.as_ptr().add(16 * g + o)) };
+                let r = _mm256_round_ps(
+                    _mm256_mul_ps(vs, v),
+                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC,
+                );
+                _mm256_min_epi32(_mm256_cvtps_epi32(r), cap)
+            };
+            let (q0, q1) = (q(0), q(8));
+            b.bsums[g] = hsum4(_mm256_add_epi32(q0, q1), q0, q0, q0)[0] as i16;
+            // i32 -> i16 -> i8 with the lane order fixed as in `quantize_32`.
+            let p = _mm256_packs_epi32(q0, q1); // [q0 0..4, q1 0..4 | q0 4..8, q1 4..8]
+            let p = _mm256_permute4x64_epi64(p, 0b11_01_10_00); // [q0 0..4, q0 4..8 | q1 0..4, q1 4..8]
+            let p8 = _mm_packs_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+            // SAFETY: 16 writable bytes at qs[16g..].
+            unsafe { _mm_storeu_si128(b.qs.as_mut_ptr().add(16 * g) as *mut __m128i, p8) };
+        }
+        b.d = 1.0 / iscale;
+    }
+}
+
+/// f32 -> f16 round-to-nearest-even with F16C (same as `f16::from_f32` for non-NaN input).
+///
+/// # Safety
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn quantize_f16_impl(x: &[f32], y: &mut [f16]) {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 8 <= n {
+        // SAFETY: i + 8 <= n: 8 floats readable, 16 bytes writable.
+        unsafe {
+            let h = _mm256_cvtps_ph(
+                _mm256_loadu_ps(x.as_ptr().add(i)),
+                _MM_FROUND_TO_NEAREST_INT,
+            );
+            _mm_storeu_si128(y.as_mut_ptr().add(i) as *mut __m128i, h);
+        }
+        i += 8;
+    }
+    for j in i..n {
+        y[j] = f16::from_f32(x[j]);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
@@ -819,6 +897,8 @@ safe_wrappers! {
     vec_dot_bf16 => vec_dot_bf16_impl(&[bf16], &[bf16]) -> f32;
     quantize_q8_0 => quantize_q8_0_impl(&[f32], &mut [BlockQ8_0]) -> ();
     quantize_q8_1 => quantize_q8_1_impl(&[f32], &mut [BlockQ8_1]) -> ();
+    quantize_q8_k => quantize_q8_k_impl(&[f32], &mut [BlockQ8K]) -> ();
+    quantize_f16 => quantize_f16_impl(&[f32], &mut [f16]) -> ();
 }
 
 /// The AVX2 kernels, shared with the AVX-512 table for types it has no kernel of its own for.
@@ -839,6 +919,8 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     bf16_bf16: vec_dot_bf16,
     quantize_q8_0,
     quantize_q8_1,
+    quantize_q8_k,
+    quantize_f16,
     ..SCALAR_TABLE
 };
 
