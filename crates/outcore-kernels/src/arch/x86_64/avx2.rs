@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 
 use half::{bf16, f16};
 
-use crate::dispatch::{CpuLevel, KernelTable, SCALAR_TABLE};
+use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::float::finish_lanes;
 use crate::quant::{
     q3_k, unpack_scales_mins_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
@@ -921,7 +921,6 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     quantize_q8_1,
     quantize_q8_k,
     quantize_f16,
-    ..SCALAR_TABLE
 };
 
 static TABLE: KernelTable = AVX2_TABLE;
