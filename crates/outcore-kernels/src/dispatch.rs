@@ -9,7 +9,7 @@ use half::{bf16, f16};
 
 use crate::quant::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn, VecDotX4Fn,
 };
 
 /// An instruction-set level with its own kernels.
@@ -76,6 +76,13 @@ pub struct KernelTable {
     pub quantize_q8_1: QuantizeFn<BlockQ8_1>,
     pub quantize_q8_k: QuantizeFn<BlockQ8K>,
     pub quantize_f16: QuantizeFn<f16>,
+    /// One weight row times four activation rows (same bits as four single calls), where a
+    /// level has such a kernel; `matmul` uses them for batches of tokens.
+    pub q8_0_q8_0_x4: Option<VecDotX4Fn<BlockQ8_0, BlockQ8_0>>,
+    pub q4_0_q8_0_x4: Option<VecDotX4Fn<BlockQ4_0, BlockQ8_0>>,
+    pub q4_1_q8_1_x4: Option<VecDotX4Fn<BlockQ4_1, BlockQ8_1>>,
+    pub q5_0_q8_0_x4: Option<VecDotX4Fn<BlockQ5_0, BlockQ8_0>>,
+    pub q5_1_q8_1_x4: Option<VecDotX4Fn<BlockQ5_1, BlockQ8_1>>,
 }
 
 /// The scalar twins: the definition every other table is tested against.
@@ -101,6 +108,11 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     quantize_q8_1: BlockQ8_1::quantize_activation_scalar,
     quantize_q8_k: BlockQ8K::quantize_activation_scalar,
     quantize_f16: <f16 as GgmlBlock>::quantize_activation_scalar,
+    q8_0_q8_0_x4: None,
+    q4_0_q8_0_x4: None,
+    q4_1_q8_1_x4: None,
+    q5_0_q8_0_x4: None,
+    q5_1_q8_1_x4: None,
 };
 
 /// The table for `level`, or None if this CPU cannot run it.

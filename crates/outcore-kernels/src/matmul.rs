@@ -133,18 +133,31 @@ fn matmul_typed<B: GgmlBlock>(
     }
 
     // Results row-major by weight row (disjoint chunks per task), transposed into `out` after.
+    // Where the level has a four-token kernel, each weight block is unpacked once per four
+    // tokens; its results are bit-identical to four single dots.
+    let dot4 = B::vec_dot_x4_fn(k);
     let mut tmp = vec![0f32; n_rows * n_tokens];
     tmp.par_chunks_mut(ROWS_PER_TASK * n_tokens)
         .enumerate()
         .for_each(|(c, tmp)| {
             let r0 = c * ROWS_PER_TASK;
             let rows = tmp.len() / n_tokens;
+            let a = |t: usize| &act[t * nb..(t + 1) * nb];
             for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n_tokens);
                 for i in 0..rows {
                     let wr = &w[(r0 + i) * nb..(r0 + i + 1) * nb];
-                    for t in t0..t1 {
-                        tmp[i * n_tokens + t] = dot(wr, &act[t * nb..(t + 1) * nb]);
+                    let out = &mut tmp[i * n_tokens..(i + 1) * n_tokens];
+                    let mut t = t0;
+                    if let Some(d4) = dot4 {
+                        while t + 4 <= t1 {
+                            out[t..t + 4]
+                                .copy_from_slice(&d4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)]));
+                            t += 4;
+                        }
+                    }
+                    for (t, o) in out.iter_mut().enumerate().take(t1).skip(t) {
+                        *o = dot(wr, a(t));
                     }
                 }
             }

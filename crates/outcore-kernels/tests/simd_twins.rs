@@ -3,7 +3,9 @@
 //! The SIMD kernels do their integer work in any order but their float work in the scalar
 //! order, so equality is exact, not within a tolerance.
 
+use outcore_format::TensorView;
 use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
+use outcore_kernels::matmul::matmul_with;
 use outcore_kernels::{
     quantize_activation_with, quantize_row, row_bytes, vec_dot_type, vec_dot_with, GgmlType,
 };
@@ -150,6 +152,59 @@ fn activation_quantizers_simd_equal_scalar() {
                     let mut got = vec![0u8; want.len()];
                     quantize_activation_with(k, vd, &x, &mut got).unwrap();
                     assert!(got == want, "{vd} n={n} trial {trial} [{:?}]", k.level);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn matmul_at_every_level_equals_scalar_single_dots() {
+    // Covers the four-token kernels (used by matmul for batches) against scalar vec_dot.
+    let mut rng = Rng(777);
+    for ty in GgmlType::ALL {
+        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K) {
+            continue;
+        }
+        let n_k = match ty.block_size() {
+            256 => 768,
+            32 => 800, // 25 blocks: exercises the four-block tail
+            _ => 801,
+        };
+        let n_rows = 19;
+        let wf = rng.row(n_k * n_rows);
+        let mut w = vec![0u8; row_bytes(ty, n_k).unwrap() * n_rows];
+        quantize_row(ty, &wf, &mut w).unwrap();
+        let shape = [n_k as u64, n_rows as u64];
+        let view = TensorView {
+            name: "w",
+            ty,
+            shape: &shape,
+            bytes: &w,
+        };
+        let rb = row_bytes(ty, n_k).unwrap();
+        for n_tokens in [1usize, 3, 4, 5, 9, 21] {
+            let x = rng.row(n_k * n_tokens);
+            let vd = vec_dot_type(ty);
+            let mut want = vec![0f32; n_tokens * n_rows];
+            for t in 0..n_tokens {
+                let mut a = vec![0u8; row_bytes(vd, n_k).unwrap()];
+                quantize_activation_with(scalar(), vd, &x[t * n_k..(t + 1) * n_k], &mut a).unwrap();
+                for r in 0..n_rows {
+                    want[t * n_rows + r] =
+                        vec_dot_with(scalar(), ty, n_k, &w[r * rb..(r + 1) * rb], &a).unwrap();
+                }
+            }
+            for k in CpuLevel::ALL.iter().filter_map(|&l| table(l)) {
+                let mut got = vec![0f32; n_tokens * n_rows];
+                matmul_with(k, &view, &x, n_tokens, &mut got).unwrap();
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_eq!(
+                        g.to_bits(),
+                        w.to_bits(),
+                        "{ty} tokens={n_tokens} [{:?}] out[{i}]: {g} vs {w}",
+                        k.level
+                    );
                 }
             }
         }

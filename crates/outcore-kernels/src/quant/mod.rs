@@ -51,6 +51,9 @@ pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 /// A dot-product kernel: weight blocks times activation blocks of the same element count.
 pub type VecDotFn<W, A> = fn(&[W], &[A]) -> f32;
 
+/// One weight row times four activation rows at once.
+pub type VecDotX4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
+
 /// An activation quantizer: f32 row -> blocks (row length = blocks * BLOCK).
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
 
@@ -84,6 +87,12 @@ pub trait GgmlBlock: Pod + Send + Sync {
 
     /// The dot product chosen for this CPU (SIMD where available, else the scalar twin).
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self::Dot>;
+
+    /// A four-activation-row kernel for this CPU, if it has one (bit-identical to four
+    /// [`GgmlBlock::vec_dot_fn`] calls).
+    fn vec_dot_x4_fn(_k: &KernelTable) -> Option<VecDotX4Fn<Self, Self::Dot>> {
+        None
+    }
 
     /// The activation quantizer chosen for this CPU.
     fn quantize_activation_fn(_k: &KernelTable) -> QuantizeFn<Self> {

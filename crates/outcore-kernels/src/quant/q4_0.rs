@@ -88,6 +88,10 @@ impl GgmlBlock for BlockQ4_0 {
         sumf
     }
 
+    fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, BlockQ8_0>> {
+        k.q4_0_q8_0_x4
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_0> {
         k.q4_0_q8_0
     }

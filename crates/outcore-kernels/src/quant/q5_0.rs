@@ -86,6 +86,10 @@ impl GgmlBlock for BlockQ5_0 {
         sumf
     }
 
+    fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, BlockQ8_0>> {
+        k.q5_0_q8_0_x4
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_0> {
         k.q5_0_q8_0
     }

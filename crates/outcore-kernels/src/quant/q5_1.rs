@@ -90,6 +90,10 @@ impl GgmlBlock for BlockQ5_1 {
         sumf
     }
 
+    fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, BlockQ8_1>> {
+        k.q5_1_q8_1_x4
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_1> {
         k.q5_1_q8_1
     }

@@ -91,6 +91,10 @@ impl GgmlBlock for BlockQ8_0 {
         sumf
     }
 
+    fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, Self>> {
+        k.q8_0_q8_0_x4
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {
         k.q8_0_q8_0
     }

@@ -179,6 +179,48 @@ pub(super) fn contrib_dm(
 // ---------------------------------------------------------------------------------------------
 // 32-element block types.
 
+/// A dot product of one weight row with four activation rows: the weight blocks are unpacked
+/// once for all four. Each output is bit-identical to the single-row kernel (same integer sums,
+/// same elementwise float steps, same block order).
+macro_rules! x4_kernel {
+    ($name:ident, $feat:literal, $W:ty, $A:ty, $dot:path,
+     |$b:ident| $unpack:expr,
+     |$k:ident, $s:ident, $x:ident, $y:ident| $contrib:expr) => {
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn $name(x: &[$W], ys: [&[$A]; 4]) -> [f32; 4] {
+            let nb = ys.iter().fold(x.len(), |n, y| n.min(y.len()));
+            let mut out = [0f32; 4];
+            let mut i = 0;
+            while i < nb {
+                let r = (nb - i).min(4);
+                let idx = [i, i + 1.min(r - 1), i + 2.min(r - 1), i + 3.min(r - 1)];
+                let w = idx.map(|i| {
+                    let $b = &x[i];
+                    $unpack
+                });
+                for (o, y) in out.iter_mut().zip(ys) {
+                    let d = |j: usize| {
+                        // SAFETY: activation quants are 32 readable bytes.
+                        let a = unsafe { super::avx2::load256(y[idx[j]].qs.as_ptr() as *const u8) };
+                        $dot(w[j], a)
+                    };
+                    let $s = super::avx2::hsum4_v(d(0), d(1), d(2), d(3));
+                    let ($k, $x, $y) = (idx, x, y);
+                    let c = super::avx2::store4($contrib);
+                    for v in &c[..r] {
+                        *o += v;
+                    }
+                }
+                i += r;
+            }
+            out
+        }
+    };
+}
+pub(super) use x4_kernel;
+
 /// The five 32-element-block dot products, instantiated per level with that level's integer
 /// dot helpers (`maddubs`+`madd` here, `vpdpbusd` in the AVX-512 file).
 macro_rules! block32_kernels {
@@ -329,6 +371,86 @@ macro_rules! block32_kernels {
                 |v| super::avx2::store4(v),
             )
         }
+
+        super::avx2::x4_kernel!(
+            vec_dot_q8_0_q8_0_x4_impl,
+            $feat,
+            BlockQ8_0,
+            BlockQ8_0,
+            $dot_i8,
+            // SAFETY: qs is 32 readable bytes.
+            |b| unsafe { super::avx2::load256(b.qs.as_ptr() as *const u8) },
+            |k, s, x, y| _mm_mul_ps(
+                _mm_cvtepi32_ps(s),
+                _mm_mul_ps(
+                    super::avx2::f16x4(k.map(|i| x[i].d)),
+                    super::avx2::f16x4(k.map(|i| y[i].d))
+                )
+            )
+        );
+        super::avx2::x4_kernel!(
+            vec_dot_q4_0_q8_0_x4_impl,
+            $feat,
+            BlockQ4_0,
+            BlockQ8_0,
+            $dot_i8,
+            |b| _mm256_sub_epi8(super::avx2::nibbles_32(&b.qs), _mm256_set1_epi8(8)),
+            |k, s, x, y| _mm_mul_ps(
+                _mm_mul_ps(_mm_cvtepi32_ps(s), super::avx2::f16x4(k.map(|i| x[i].d))),
+                super::avx2::f16x4(k.map(|i| y[i].d))
+            )
+        );
+        super::avx2::x4_kernel!(
+            vec_dot_q4_1_q8_1_x4_impl,
+            $feat,
+            BlockQ4_1,
+            BlockQ8_1,
+            $dot_u8_i8,
+            |b| super::avx2::nibbles_32(&b.qs),
+            |k, s, x, y| super::avx2::contrib_dm(
+                k.map(|i| x[i].d),
+                k.map(|i| x[i].m),
+                k.map(|i| y[i].d),
+                k.map(|i| y[i].s),
+                s
+            )
+        );
+        super::avx2::x4_kernel!(
+            vec_dot_q5_0_q8_0_x4_impl,
+            $feat,
+            BlockQ5_0,
+            BlockQ8_0,
+            $dot_i8,
+            |b| _mm256_or_si256(
+                super::avx2::nibbles_32(&b.qs),
+                _mm256_andnot_si256(super::avx2::bits_32(&b.qh), _mm256_set1_epi8(0xF0u8 as i8))
+            ),
+            |k, s, x, y| _mm_mul_ps(
+                _mm_mul_ps(
+                    super::avx2::f16x4(k.map(|i| x[i].d)),
+                    super::avx2::f16x4(k.map(|i| y[i].d))
+                ),
+                _mm_cvtepi32_ps(s)
+            )
+        );
+        super::avx2::x4_kernel!(
+            vec_dot_q5_1_q8_1_x4_impl,
+            $feat,
+            BlockQ5_1,
+            BlockQ8_1,
+            $dot_u8_i8,
+            |b| _mm256_or_si256(
+                super::avx2::nibbles_32(&b.qs),
+                _mm256_and_si256(super::avx2::bits_32(&b.qh), _mm256_set1_epi8(0x10))
+            ),
+            |k, s, x, y| super::avx2::contrib_dm(
+                k.map(|i| x[i].d),
+                k.map(|i| x[i].m),
+                k.map(|i| y[i].d),
+                k.map(|i| y[i].s),
+                s
+            )
+        );
     };
 }
 pub(super) use block32_kernels;
@@ -869,6 +991,19 @@ unsafe fn quantize_f16_impl(x: &[f32], y: &mut [f16]) {
 // ---------------------------------------------------------------------------------------------
 // Safe entry points and the table.
 
+macro_rules! safe_wrappers_x4 {
+    ($($name:ident => $imp:ident ($w:ty, $a:ty);)*) => {
+        $(
+            fn $name(x: &[$w], ys: [&[$a]; 4]) -> [f32; 4] {
+                // SAFETY: only reachable through this level's table, which dispatch hands out
+                // after `is_available()` confirmed the features the kernel needs.
+                unsafe { $imp(x, ys) }
+            }
+        )*
+    };
+}
+pub(super) use safe_wrappers_x4;
+
 macro_rules! safe_wrappers {
     ($($name:ident => $imp:ident ($x:ty, $y:ty) -> $ret:ty;)*) => {
         $(
@@ -901,6 +1036,14 @@ safe_wrappers! {
     quantize_f16 => quantize_f16_impl(&[f32], &mut [f16]) -> ();
 }
 
+safe_wrappers_x4! {
+    vec_dot_q8_0_q8_0_x4 => vec_dot_q8_0_q8_0_x4_impl(BlockQ8_0, BlockQ8_0);
+    vec_dot_q4_0_q8_0_x4 => vec_dot_q4_0_q8_0_x4_impl(BlockQ4_0, BlockQ8_0);
+    vec_dot_q4_1_q8_1_x4 => vec_dot_q4_1_q8_1_x4_impl(BlockQ4_1, BlockQ8_1);
+    vec_dot_q5_0_q8_0_x4 => vec_dot_q5_0_q8_0_x4_impl(BlockQ5_0, BlockQ8_0);
+    vec_dot_q5_1_q8_1_x4 => vec_dot_q5_1_q8_1_x4_impl(BlockQ5_1, BlockQ8_1);
+}
+
 /// The AVX2 kernels, shared with the AVX-512 table for types it has no kernel of its own for.
 pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     level: CpuLevel::Avx2,
@@ -921,6 +1064,11 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     quantize_q8_1,
     quantize_q8_k,
     quantize_f16,
+    q8_0_q8_0_x4: Some(vec_dot_q8_0_q8_0_x4),
+    q4_0_q8_0_x4: Some(vec_dot_q4_0_q8_0_x4),
+    q4_1_q8_1_x4: Some(vec_dot_q4_1_q8_1_x4),
+    q5_0_q8_0_x4: Some(vec_dot_q5_0_q8_0_x4),
+    q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
 };
 
 static TABLE: KernelTable = AVX2_TABLE;

@@ -8,7 +8,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block32_kernels, AVX2_TABLE};
+use super::avx2::{block32_kernels, safe_wrappers_x4, AVX2_TABLE};
 use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
 
@@ -65,6 +65,14 @@ safe_wrappers! {
     vec_dot_q5_1_q8_1 => vec_dot_q5_1_q8_1_impl(&[BlockQ5_1], &[BlockQ8_1]) -> f32;
 }
 
+safe_wrappers_x4! {
+    vec_dot_q8_0_q8_0_x4 => vec_dot_q8_0_q8_0_x4_impl(BlockQ8_0, BlockQ8_0);
+    vec_dot_q4_0_q8_0_x4 => vec_dot_q4_0_q8_0_x4_impl(BlockQ4_0, BlockQ8_0);
+    vec_dot_q4_1_q8_1_x4 => vec_dot_q4_1_q8_1_x4_impl(BlockQ4_1, BlockQ8_1);
+    vec_dot_q5_0_q8_0_x4 => vec_dot_q5_0_q8_0_x4_impl(BlockQ5_0, BlockQ8_0);
+    vec_dot_q5_1_q8_1_x4 => vec_dot_q5_1_q8_1_x4_impl(BlockQ5_1, BlockQ8_1);
+}
+
 static TABLE: KernelTable = KernelTable {
     level: CpuLevel::Avx512,
     q8_0_q8_0: vec_dot_q8_0_q8_0,
@@ -72,6 +80,11 @@ static TABLE: KernelTable = KernelTable {
     q4_1_q8_1: vec_dot_q4_1_q8_1,
     q5_0_q8_0: vec_dot_q5_0_q8_0,
     q5_1_q8_1: vec_dot_q5_1_q8_1,
+    q8_0_q8_0_x4: Some(vec_dot_q8_0_q8_0_x4),
+    q4_0_q8_0_x4: Some(vec_dot_q4_0_q8_0_x4),
+    q4_1_q8_1_x4: Some(vec_dot_q4_1_q8_1_x4),
+    q5_0_q8_0_x4: Some(vec_dot_q5_0_q8_0_x4),
+    q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
     ..AVX2_TABLE
 };
 
