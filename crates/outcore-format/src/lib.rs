@@ -7,6 +7,7 @@ pub mod atomic;
 pub mod error;
 pub mod ggml_type;
 pub mod gguf;
+pub mod llama2c;
 pub mod mapping;
 pub mod safetensors;
 pub mod tensor;
