@@ -205,7 +205,7 @@ fn gguf_fields_roundtrip() {
 
 /// Makes the HF checkpoint of the demo model with the shared tool; `None` (with a notice) when
 /// python3 or its packages are missing.
-fn make_hf_dir(merges_format: &str) -> Option<PathBuf> {
+fn make_hf_dir() -> Option<PathBuf> {
     let tool = fixtures().join("../tools/make_hf_from_gguf.py");
     if !tool.is_file() {
         eprintln!(
@@ -221,16 +221,13 @@ fn make_hf_dir(merges_format: &str) -> Option<PathBuf> {
         eprintln!("notice: python3 with gguf, numpy and safetensors is not available; skipping the HF tokenizer test");
         return None;
     }
-    let dir = std::env::temp_dir().join(format!(
-        "outcore-tok-hf-{}-{merges_format}",
-        std::process::id()
-    ));
+    let dir = std::env::temp_dir().join(format!("outcore-tok-hf-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new("python3")
         .arg(&tool)
         .arg(demo_model())
         .arg(&dir)
-        .args(["--dtype", "bf16", "--merges-format", merges_format])
+        .args(["--dtype", "bf16"])
         .output()
         .unwrap();
     assert!(
@@ -244,14 +241,28 @@ fn make_hf_dir(merges_format: &str) -> Option<PathBuf> {
 #[test]
 fn hf_tokenizer_json_matches_gguf() {
     let gguf = gguf_tokenizer();
-    for merges_format in ["strings", "pairs"] {
-        let Some(dir) = make_hf_dir(merges_format) else {
-            return;
-        };
-        let config = dir.join("tokenizer_config.json");
-        let hf = Tokenizer::from_hf_json(dir.join("tokenizer.json"), Some(&config)).unwrap();
-        let _ = std::fs::remove_dir_all(&dir);
-
+    let Some(dir) = make_hf_dir() else { return };
+    let config = dir.join("tokenizer_config.json");
+    // The tool writes merges as "a b" strings; a copy with ["a", "b"] pairs checks the other form.
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    for m in json["model"]["merges"].as_array_mut().unwrap() {
+        let (a, b) = m.as_str().unwrap().split_once(' ').unwrap();
+        *m = serde_json::json!([a, b]);
+    }
+    std::fs::write(
+        dir.join("tokenizer.pairs.json"),
+        serde_json::to_string(&json).unwrap(),
+    )
+    .unwrap();
+    let loaded: Vec<Tokenizer> = ["tokenizer.json", "tokenizer.pairs.json"]
+        .iter()
+        .map(|f| Tokenizer::from_hf_json(dir.join(f), Some(&config)).unwrap())
+        .collect();
+    let _ = std::fs::remove_dir_all(&dir);
+    let rows = jsonl("tokenize.jsonl");
+    for hf in &loaded {
         assert_eq!(hf.pre_name(), Some("smollm"));
         assert_eq!(hf.n_vocab(), gguf.n_vocab());
         assert_eq!(
@@ -260,17 +271,13 @@ fn hf_tokenizer_json_matches_gguf() {
         );
         assert_eq!(hf.add_bos(), gguf.add_bos());
         assert_eq!(hf.chat_template(), gguf.chat_template());
-        for row in jsonl("tokenize.jsonl") {
+        for row in &rows {
             let text = row["text"].as_str().unwrap();
             let (a, p) = (
                 row["add_special"].as_bool().unwrap(),
                 row["parse_special"].as_bool().unwrap(),
             );
-            assert_eq!(
-                hf.encode(text, a, p),
-                ids(&row["ids"]),
-                "{text:?} {merges_format}"
-            );
+            assert_eq!(hf.encode(text, a, p), ids(&row["ids"]), "{text:?}");
         }
         // What a converter would write equals the original GGUF's tokenizer metadata.
         let (fh, fg) = (hf.to_gguf_fields(), gguf.to_gguf_fields());
@@ -292,4 +299,128 @@ fn hf_tokenizer_json_matches_gguf() {
             17
         );
     }
+}
+
+/// Ids and detokenized bytes produced by llama.cpp itself (`gen_tokenizer_reference.py`).
+fn reference() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tokenizer_reference.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+fn unhex(v: &Value) -> Vec<u8> {
+    let s = v.as_str().unwrap();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn spm_matches_llama_cpp() {
+    use outcore_format::{Array, Value as V};
+    let r = reference();
+    let spm = &r["spm"];
+    let strings = |v: &Value| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut md = Metadata::new();
+    md.insert("tokenizer.ggml.model", V::String("llama".into()));
+    md.insert(
+        "tokenizer.ggml.tokens",
+        V::Array(Array::String(strings(&spm["tokens"]))),
+    );
+    let scores = spm["scores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect();
+    md.insert("tokenizer.ggml.scores", V::Array(Array::F32(scores)));
+    let types = spm["token_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap() as i32)
+        .collect();
+    md.insert("tokenizer.ggml.token_type", V::Array(Array::I32(types)));
+    md.insert("tokenizer.ggml.bos_token_id", V::U32(1));
+    md.insert("tokenizer.ggml.eos_token_id", V::U32(2));
+    md.insert("tokenizer.ggml.unknown_token_id", V::U32(0));
+    let t = Tokenizer::from_metadata(&md).unwrap();
+    assert_eq!(t.vocab_type(), VocabType::Spm);
+    let mut failures = Vec::new();
+    let rows = spm["rows"].as_array().unwrap();
+    for row in rows {
+        let text = row["text"].as_str().unwrap();
+        let (a, p) = (
+            row["add_special"].as_bool().unwrap(),
+            row["parse_special"].as_bool().unwrap(),
+        );
+        let got = t.encode(text, a, p);
+        if got != ids(&row["ids"]) {
+            failures.push(format!(
+                "{text:?} add_special={a} parse_special={p}\n  want {:?}\n  got  {got:?}",
+                ids(&row["ids"])
+            ));
+            continue;
+        }
+        assert_eq!(
+            t.detokenize(&got, false),
+            unhex(&row["detok_hex"]),
+            "{text:?}"
+        );
+        assert_eq!(
+            t.detokenize(&got, true),
+            unhex(&row["detok_special_hex"]),
+            "{text:?}"
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows differ:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn bpe_pre_tokenizers_match_llama_cpp() {
+    use outcore_format::Value as V;
+    let r = reference();
+    let mut md = metadata();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for (pre, rows) in r["bpe"].as_object().unwrap() {
+        md.insert("tokenizer.ggml.pre", V::String(pre.clone()));
+        let t = Tokenizer::from_metadata(&md).unwrap_or_else(|e| panic!("{pre}: {e}"));
+        for row in rows.as_array().unwrap() {
+            n += 1;
+            let text = row["text"].as_str().unwrap();
+            let got = t.encode(text, false, true);
+            if got != ids(&row["ids"]) {
+                failures.push(format!(
+                    "[{pre}] {text:?}\n  want {:?}\n  got  {got:?}",
+                    ids(&row["ids"])
+                ));
+                continue;
+            }
+            assert_eq!(
+                t.detokenize(&got, false),
+                unhex(&row["detok_hex"]),
+                "[{pre}] {text:?}"
+            );
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {n} rows differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
