@@ -6,7 +6,7 @@ use outcore_format::{GgmlType, Metadata};
 
 use crate::codec::decode_row;
 use crate::error::{ConvertError, Result};
-use crate::hf::{default_name, HfConfig};
+use crate::hf::{default_name, Arch, HfConfig};
 use crate::mix::{choose_type, FileType, MixContext};
 use crate::names::{self, permuted_source_row, TensorPlan};
 use crate::pipeline::{self, Mode, OutTensor, Progress, RowSource, VecRows, WriteStats};
@@ -222,7 +222,7 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
         }
     }
 
-    let vocab = if opts.no_tokenizer && !opts.input.join("tokenizer.json").exists() {
+    let mut vocab = if opts.no_tokenizer && !opts.input.join("tokenizer.json").exists() {
         None
     } else {
         match Vocab::load(
@@ -247,6 +247,16 @@ pub fn prepare(opts: &ConvertOptions) -> Result<Prepared> {
     let mut metadata = Metadata::new();
     for (k, v) in config.gguf_metadata(&name, opts.ftype.id()) {
         metadata.insert(k, v);
+    }
+    if let Some(v) = &mut vocab {
+        if config.arch == Arch::Llama {
+            // LlamaModel.set_vocab: SmolLM-style 49152-token vocabularies never add BOS.
+            if config.n_vocab == 49152 {
+                v.add_bos = Some(false);
+            }
+        } else {
+            v.add_space_prefix = None;
+        }
     }
     if let Some(v) = &vocab {
         for (k, val) in v.gguf_metadata() {

@@ -198,7 +198,10 @@ impl HfConfig {
         for (key, name) in [
             ("bos_token_id", "bos"),
             ("eos_token_id", "eos"),
+            ("unk_token_id", "unk"),
+            ("sep_token_id", "sep"),
             ("pad_token_id", "pad"),
+            ("mask_token_id", "mask"),
         ] {
             // eos_token_id may be a list (Llama 3.1); llama.cpp's SpecialVocab takes the first.
             let v = match json.get(key) {

@@ -389,6 +389,10 @@ pub fn synth(opts: &SynthOptions, progress: &dyn Progress) -> Result<Report> {
             md.insert(k, v);
         }
         for (k, v) in donor.metadata {
+            // As the converter: only llama models carry add_space_prefix.
+            if cfg.arch != Arch::Llama && k == "tokenizer.ggml.add_space_prefix" {
+                continue;
+            }
             md.insert(k, v);
         }
         pipeline::write_gguf(
@@ -576,6 +580,9 @@ fn hf_tokenizer_from_gguf(md: &Metadata, path: &Path) -> Result<HfTokenizerFiles
                 ids.push((k.to_string(), i));
             }
         }
+    }
+    if let Ok(b) = md.get_bool("tokenizer.ggml.add_space_prefix") {
+        tcfg["add_prefix_space"] = json!(b);
     }
     if let Ok(b) = md.get_bool("tokenizer.ggml.add_eos_token") {
         tcfg["add_eos_token"] = json!(b);

@@ -36,6 +36,8 @@ pub struct Vocab {
     pub special_ids: Vec<(&'static str, u32)>,
     pub add_bos: Option<bool>,
     pub add_eos: Option<bool>,
+    /// tokenizer_config's `add_prefix_space` (llama.cpp writes it for llama models only).
+    pub add_space_prefix: Option<bool>,
     pub chat_template: Option<String>,
 }
 
@@ -188,26 +190,23 @@ impl Vocab {
             }
         };
 
-        // Special ids: tokenizer_config's `<typ>_token` text looked up among the added tokens (then
-        // the whole vocab), else config.json's `<typ>_token_id`.
+        // Special ids, as gguf-py's SpecialVocab finds them: tokenizer_config's `<typ>_token`
+        // text looked up among the added tokens, else config.json's `<typ>_token_id`.
         let lookup = |text: &str| -> Option<u32> {
             added
                 .iter()
-                .find(|(_, (c, _))| c == text)
+                .filter(|(_, (c, _))| c == text)
                 .map(|(id, _)| *id as u32)
-                .or_else(|| {
-                    vocab_map
-                        .get(text)
-                        .and_then(|v| v.as_u64())
-                        .map(|v| v as u32)
-                })
+                .min()
         };
         let mut special_ids = Vec::new();
         for (typ, key) in [
             ("bos", "bos_token_id"),
             ("eos", "eos_token_id"),
             ("unk", "unknown_token_id"),
+            ("sep", "seperator_token_id"),
             ("pad", "padding_token_id"),
+            ("mask", "mask_token_id"),
         ] {
             let from_tcfg = tcfg
                 .get(format!("{typ}_token"))
@@ -223,28 +222,63 @@ impl Vocab {
                 }
             }
         }
-        let (mut add_bos, mut add_eos) = (
-            tcfg.get("add_bos_token").and_then(|b| b.as_bool()),
-            tcfg.get("add_eos_token").and_then(|b| b.as_bool()),
-        );
-        if let Some(pp) = tok
-            .get("post_processor")
-            .filter(|p| p.get("type").and_then(|t| t.as_str()) == Some("TemplateProcessing"))
-        {
-            // gguf-py reads add_bos/add_eos off the single-sequence template when tokenizer_config is silent.
-            if let Some(single) = pp.get("single").and_then(|s| s.as_array()) {
-                let first_special = single
-                    .first()
-                    .map(|e| e.get("SpecialToken").is_some())
-                    .unwrap_or(false);
-                let last_special = single
-                    .last()
-                    .map(|e| e.get("SpecialToken").is_some())
-                    .unwrap_or(false);
-                add_bos.get_or_insert(first_special);
-                add_eos.get_or_insert(last_special && single.len() > 1);
+        // add_bos/add_eos: the post-processor decides (ByteLevel: neither; a TemplateProcessing
+        // with special tokens around the sequence: those), tokenizer_config only where it is silent.
+        let (mut add_bos, mut add_eos): (Option<bool>, Option<bool>) = (None, None);
+        let special_text = |typ: &str| {
+            tcfg.get(format!("{typ}_token"))
+                .and_then(token_content)
+                .map(str::to_string)
+        };
+        if let Some(pp) = tok.get("post_processor").filter(|p| p.is_object()) {
+            let procs: Vec<&Json> = match pp.get("processors").and_then(|p| p.as_array()) {
+                Some(list) => list.iter().collect(),
+                None => vec![pp],
+            };
+            for p in procs {
+                match p.get("type").and_then(|t| t.as_str()) {
+                    Some("ByteLevel") => {
+                        add_bos.get_or_insert(false);
+                        add_eos.get_or_insert(false);
+                    }
+                    Some("TemplateProcessing") => {
+                        let single = p
+                            .get("single")
+                            .and_then(|s| s.as_array())
+                            .cloned()
+                            .unwrap_or_default();
+                        if single.len() > 1 {
+                            let sp = |e: &Json| {
+                                e.get("SpecialToken")
+                                    .and_then(|t| t.get("id"))
+                                    .and_then(|i| i.as_str())
+                                    .map(str::to_string)
+                            };
+                            if let Some(first) = single.first().and_then(sp) {
+                                add_bos = Some(
+                                    Some(first) == special_text("bos")
+                                        || special_text("bos").is_none(),
+                                );
+                            }
+                            if let Some(last) = single.last().and_then(sp) {
+                                add_eos = Some(
+                                    Some(last) == special_text("eos")
+                                        || special_text("eos").is_none(),
+                                );
+                            }
+                        }
+                    }
+                    _ => {}
+                }
             }
         }
+        if add_bos.is_none() {
+            add_bos = tcfg.get("add_bos_token").and_then(|b| b.as_bool());
+        }
+        if add_eos.is_none() {
+            add_eos = tcfg.get("add_eos_token").and_then(|b| b.as_bool());
+        }
+        let add_space_prefix = tcfg.get("add_prefix_space").and_then(|b| b.as_bool());
         let chat_template = match tcfg.get("chat_template") {
             Some(Json::String(s)) => Some(s.clone()),
             // A list of named templates: llama.cpp takes "default".
@@ -268,13 +302,21 @@ impl Vocab {
             special_ids,
             add_bos,
             add_eos,
+            add_space_prefix,
             chat_template,
         }))
     }
 
     /// The `tokenizer.*` metadata, in llama.cpp's order.
     pub fn gguf_metadata(&self) -> Vec<(String, Value)> {
-        let mut md = vec![
+        let mut md = Vec::new();
+        if let Some(b) = self.add_space_prefix {
+            md.push((
+                "tokenizer.ggml.add_space_prefix".to_string(),
+                Value::Bool(b),
+            ));
+        }
+        md.extend([
             (
                 "tokenizer.ggml.model".to_string(),
                 Value::String("gpt2".into()),
@@ -291,7 +333,7 @@ impl Vocab {
                 "tokenizer.ggml.token_type".to_string(),
                 Value::Array(Array::I32(self.token_types.clone())),
             ),
-        ];
+        ]);
         if !self.merges.is_empty() {
             md.push((
                 "tokenizer.ggml.merges".into(),
