@@ -634,9 +634,9 @@ async fn idle_unload_then_reload() {
         async move {
             metric(
                 &get(&app, "/metrics").await.text(),
-                "outcore_model_loaded",
+                "outcore_model_unloads_total",
                 "{model=\"m\"}",
-            ) == Some(0.0)
+            ) == Some(1.0)
         }
     })
     .await;

@@ -66,19 +66,22 @@ impl Loader for OutcoreLoader {
     }
 
     fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError> {
-        let mut opts = LoadOptions::default();
-        opts.load = if cfg.use_mlock {
+        let load = if cfg.use_mlock {
             LoadMode::Mlock
         } else if cfg.use_mmap {
             LoadMode::Mmap
         } else {
             LoadMode::Read
         };
-        if let Some(t) = cfg.n_threads {
-            opts.n_threads = t;
-        }
-        opts.max_ram = cfg.max_ram;
-        opts.chat_template = cfg.chat_template.clone();
+        let defaults = LoadOptions::default();
+        let opts = LoadOptions {
+            load,
+            n_threads: cfg.n_threads.unwrap_or(defaults.n_threads),
+            max_ram: cfg.max_ram,
+            n_ctx_hint: cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP) * cfg.parallel,
+            chat_template: cfg.chat_template.clone(),
+            ..defaults
+        };
         let model = Model::load(&cfg.path, &opts).map_err(|e| load_err(cfg, e))?;
         if model.tokenizer().is_none() {
             return Err(load_err(cfg, "the model has no tokenizer"));

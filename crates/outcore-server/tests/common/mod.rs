@@ -120,3 +120,59 @@ pub fn error_fields(r: &Reply) -> (Option<String>, Option<String>) {
         e["code"].as_str().map(str::to_string),
     )
 }
+
+/// The demo model (env OUTCORE_DEMO_MODEL, else the default download path).
+pub fn demo_model() -> std::path::PathBuf {
+    let path = std::env::var_os("OUTCORE_DEMO_MODEL")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_default();
+            std::path::Path::new(&home).join(".cache/outcore/SmolLM2-135M-Instruct.Q4_1.gguf")
+        });
+    assert!(
+        path.is_file(),
+        "demo model {} is missing: run scripts/fetch-demo-model.sh",
+        path.display()
+    );
+    path
+}
+
+/// One row of `shared/fixtures/smollm2-135m-q4_1/greedy.jsonl` (llama.cpp's greedy continuations).
+pub struct Greedy {
+    pub prompt: String,
+    pub chat_user_message: Option<String>,
+    pub prompt_ids: Vec<u32>,
+    pub greedy_ids: Vec<u32>,
+    pub text: String,
+}
+
+pub fn fixtures_dir() -> std::path::PathBuf {
+    match std::env::var_os("OUTCORE_FIXTURES") {
+        Some(p) => p.into(),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures"),
+    }
+}
+
+pub fn greedy_rows() -> Vec<Greedy> {
+    let path = fixtures_dir().join("smollm2-135m-q4_1/greedy.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let ids = |k: &str| {
+                v[k].as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect()
+            };
+            Greedy {
+                prompt: v["prompt"].as_str().unwrap().to_string(),
+                chat_user_message: v["chat_user_message"].as_str().map(str::to_string),
+                prompt_ids: ids("prompt_ids"),
+                greedy_ids: ids("greedy_ids"),
+                text: v["text"].as_str().unwrap().to_string(),
+            }
+        })
+        .collect()
+}
