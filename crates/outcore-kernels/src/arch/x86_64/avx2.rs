@@ -16,8 +16,8 @@ use half::{bf16, f16};
 use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::float::finish_lanes;
 use crate::quant::{
-    q3_k, unpack_scales_mins_k4, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K,
-    BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
+    q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
 };
 
 /// Whether this CPU has every feature these kernels use.
@@ -537,82 +537,108 @@ pub(super) fn finish_sums(mut sumf: f32, sums: __m256) -> f32 {
     sumf
 }
 
-/// # Safety
-/// Requires AVX2.
+/// Q4_K and Q5_K dot products, instantiated per level with that level's "accumulate one
+/// 32-element sub-block with its scale into the 8 lanes" helper.
+macro_rules! k45_kernels {
+    ($feat:literal, $sub32:path) => {
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q4_k_q8_k_impl(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+            let mut sums = _mm256_setzero_ps();
+            let mut sumf = 0.0f32;
+            let m4 = _mm256_set1_epi8(0x0F);
+            for (x, y) in x.iter().zip(y) {
+                let (scales, mins) = $crate::quant::unpack_scales_mins_k4(&x.scales);
+                let mut sumi = 0i32;
+                for j in 0..QK_K / 16 {
+                    sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
+                }
+                let mut acc = _mm256_setzero_si256();
+                for c in 0..4 {
+                    // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
+                    let (q, a0, a1) = unsafe {
+                        (
+                            $crate::arch::x86_64::avx2::load256(x.qs.as_ptr().add(32 * c)),
+                            $crate::arch::x86_64::avx2::load256(
+                                y.qs.as_ptr().add(64 * c) as *const u8
+                            ),
+                            $crate::arch::x86_64::avx2::load256(
+                                y.qs.as_ptr().add(64 * c + 32) as *const u8
+                            ),
+                        )
+                    };
+                    let lo = _mm256_and_si256(q, m4);
+                    let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+                    acc = $sub32(acc, lo, a0, scales[2 * c] as i32);
+                    acc = $sub32(acc, hi, a1, scales[2 * c + 1] as i32);
+                }
+                sums = $crate::arch::x86_64::avx2::add_lanes(sums, x.d.to_f32() * y.d, acc);
+                let dmin = x.dmin.to_f32() * y.d;
+                sumf -= dmin * sumi as f32;
+            }
+            $crate::arch::x86_64::avx2::finish_sums(sumf, sums)
+        }
+
+        /// # Safety
+        /// Requires the features in `$feat`.
+        #[target_feature(enable = $feat)]
+        unsafe fn vec_dot_q5_k_q8_k_impl(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+            let mut sums = _mm256_setzero_ps();
+            let mut sumf = 0.0f32;
+            let m4 = _mm256_set1_epi8(0x0F);
+            let sixteen = _mm256_set1_epi8(16);
+            for (x, y) in x.iter().zip(y) {
+                let (scales, mins) = $crate::quant::unpack_scales_mins_k4(&x.scales);
+                let mut sumi = 0i32;
+                for j in 0..QK_K / 16 {
+                    sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
+                }
+                // SAFETY: qh is 32 bytes.
+                let qh = unsafe { $crate::arch::x86_64::avx2::load256(x.qh.as_ptr()) };
+                let mut acc = _mm256_setzero_si256();
+                for c in 0..4 {
+                    // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
+                    let (q, a0, a1) = unsafe {
+                        (
+                            $crate::arch::x86_64::avx2::load256(x.qs.as_ptr().add(32 * c)),
+                            $crate::arch::x86_64::avx2::load256(
+                                y.qs.as_ptr().add(64 * c) as *const u8
+                            ),
+                            $crate::arch::x86_64::avx2::load256(
+                                y.qs.as_ptr().add(64 * c + 32) as *const u8
+                            ),
+                        )
+                    };
+                    let b0 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
+                    let b1 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
+                    let h0 =
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen);
+                    let h1 =
+                        _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen);
+                    let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
+                    let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
+                    acc = $sub32(acc, lo, a0, scales[2 * c] as i32);
+                    acc = $sub32(acc, hi, a1, scales[2 * c + 1] as i32);
+                }
+                sums = $crate::arch::x86_64::avx2::add_lanes(sums, x.d.to_f32() * y.d, acc);
+                let dmin = x.dmin.to_f32() * y.d;
+                sumf -= dmin * sumi as f32;
+            }
+            $crate::arch::x86_64::avx2::finish_sums(sumf, sums)
+        }
+    };
+}
+pub(super) use k45_kernels;
+
+/// AVX2 sub-block step for [`k45_kernels`].
+#[inline]
 #[target_feature(enable = "avx2")]
-unsafe fn vec_dot_q4_k_q8_k_impl(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
-    let mut sums = _mm256_setzero_ps();
-    let mut sumf = 0.0f32;
-    let m4 = _mm256_set1_epi8(0x0F);
-    for (x, y) in x.iter().zip(y) {
-        let (scales, mins) = unpack_scales_mins_k4(&x.scales);
-        let mut sumi = 0i32;
-        for j in 0..QK_K / 16 {
-            sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
-        }
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..4 {
-            // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
-            let (q, a0, a1) = unsafe {
-                (
-                    load256(x.qs.as_ptr().add(32 * c)),
-                    load256(y.qs.as_ptr().add(64 * c) as *const u8),
-                    load256(y.qs.as_ptr().add(64 * c + 32) as *const u8),
-                )
-            };
-            let lo = _mm256_and_si256(q, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-            acc = sub32_one_scale(acc, lo, a0, scales[2 * c] as i32, false);
-            acc = sub32_one_scale(acc, hi, a1, scales[2 * c + 1] as i32, false);
-        }
-        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
-        let dmin = x.dmin.to_f32() * y.d;
-        sumf -= dmin * sumi as f32;
-    }
-    finish_sums(sumf, sums)
+fn sub32_unsigned(acc: __m256i, w: __m256i, a: __m256i, scale: i32) -> __m256i {
+    sub32_one_scale(acc, w, a, scale, false)
 }
 
-/// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
-unsafe fn vec_dot_q5_k_q8_k_impl(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
-    let mut sums = _mm256_setzero_ps();
-    let mut sumf = 0.0f32;
-    let m4 = _mm256_set1_epi8(0x0F);
-    let sixteen = _mm256_set1_epi8(16);
-    for (x, y) in x.iter().zip(y) {
-        let (scales, mins) = unpack_scales_mins_k4(&x.scales);
-        let mut sumi = 0i32;
-        for j in 0..QK_K / 16 {
-            sumi += y.bsums[j] as i32 * mins[j / 2] as i32;
-        }
-        // SAFETY: qh is 32 bytes.
-        let qh = unsafe { load256(x.qh.as_ptr()) };
-        let mut acc = _mm256_setzero_si256();
-        for c in 0..4 {
-            // SAFETY: 32 bytes at qs[32c..], y.qs[64c..] and y.qs[64c+32..] are in bounds.
-            let (q, a0, a1) = unsafe {
-                (
-                    load256(x.qs.as_ptr().add(32 * c)),
-                    load256(y.qs.as_ptr().add(64 * c) as *const u8),
-                    load256(y.qs.as_ptr().add(64 * c + 32) as *const u8),
-                )
-            };
-            let b0 = _mm256_set1_epi8((1u8 << (2 * c)) as i8);
-            let b1 = _mm256_set1_epi8((2u8 << (2 * c)) as i8);
-            let h0 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b0), b0), sixteen);
-            let h1 = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, b1), b1), sixteen);
-            let lo = _mm256_or_si256(_mm256_and_si256(q, m4), h0);
-            let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), m4), h1);
-            acc = sub32_one_scale(acc, lo, a0, scales[2 * c] as i32, false);
-            acc = sub32_one_scale(acc, hi, a1, scales[2 * c + 1] as i32, false);
-        }
-        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
-        let dmin = x.dmin.to_f32() * y.d;
-        sumf -= dmin * sumi as f32;
-    }
-    finish_sums(sumf, sums)
-}
+k45_kernels!("avx2", sub32_unsigned);
 
 /// # Safety
 /// Requires AVX2.

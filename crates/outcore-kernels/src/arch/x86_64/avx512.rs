@@ -8,9 +8,12 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{block32_kernels, safe_wrappers_x4, AVX2_TABLE};
+use super::avx2::{block32_kernels, k45_kernels, safe_wrappers_x4, AVX2_TABLE};
 use crate::dispatch::{CpuLevel, KernelTable};
-use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1};
+use crate::quant::{
+    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1,
+    QK_K,
+};
 
 /// Whether this CPU has every feature these kernels use.
 pub fn is_available() -> bool {
@@ -45,6 +48,46 @@ block32_kernels!(
     dot_u8_i8_vnni
 );
 
+/// One 32-element sub-block with its scale into the 8 lanes (lane = index % 8): `vpermb` puts
+/// elements (l, l+8, l+16, l+24) next to each other so one `vpdpbusd` gives lane l's sum.
+#[inline]
+#[target_feature(enable = "avx2,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+fn sub32_vbmi(acc: __m256i, w: __m256i, a: __m256i, scale: i32) -> __m256i {
+    let idx = _mm256_setr_epi8(
+        0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27, 4, 12, 20, 28, 5, 13, 21, 29, 6,
+        14, 22, 30, 7, 15, 23, 31,
+    );
+    let dp = _mm256_dpbusd_epi32(
+        _mm256_setzero_si256(),
+        _mm256_permutexvar_epi8(idx, w),
+        _mm256_permutexvar_epi8(idx, a),
+    );
+    _mm256_add_epi32(acc, _mm256_mullo_epi32(dp, _mm256_set1_epi32(scale)))
+}
+
+/// The k-quant kernels below need VBMI on top of this level's features.
+mod vbmi {
+    use std::arch::x86_64::*;
+
+    use super::{k45_kernels, sub32_vbmi, BlockQ4K, BlockQ5K, BlockQ8K, QK_K};
+
+    k45_kernels!(
+        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi",
+        sub32_vbmi
+    );
+
+    pub(super) fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through TABLE_VBMI, which `table()` returns only after
+        // `is_available()` and a VBMI check.
+        unsafe { vec_dot_q4_k_q8_k_impl(x, y) }
+    }
+
+    pub(super) fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+        // SAFETY: as above.
+        unsafe { vec_dot_q5_k_q8_k_impl(x, y) }
+    }
+}
+
 macro_rules! safe_wrappers {
     ($($name:ident => $imp:ident ($x:ty, $y:ty) -> $ret:ty;)*) => {
         $(
@@ -73,7 +116,16 @@ safe_wrappers_x4! {
     vec_dot_q5_1_q8_1_x4 => vec_dot_q5_1_q8_1_x4_impl(BlockQ5_1, BlockQ8_1);
 }
 
-static TABLE: KernelTable = KernelTable {
+static TABLE: KernelTable = TABLE_FIELDS;
+
+/// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later).
+static TABLE_VBMI: KernelTable = KernelTable {
+    q4_k_q8_k: vbmi::vec_dot_q4_k_q8_k,
+    q5_k_q8_k: vbmi::vec_dot_q5_k_q8_k,
+    ..TABLE_FIELDS
+};
+
+const TABLE_FIELDS: KernelTable = KernelTable {
     level: CpuLevel::Avx512,
     q8_0_q8_0: vec_dot_q8_0_q8_0,
     q4_0_q8_0: vec_dot_q4_0_q8_0,
@@ -90,5 +142,9 @@ static TABLE: KernelTable = KernelTable {
 
 /// This level's table (callers check [`is_available`] first).
 pub(crate) fn table() -> &'static KernelTable {
-    &TABLE
+    if is_x86_feature_detected!("avx512vbmi") {
+        &TABLE_VBMI
+    } else {
+        &TABLE
+    }
 }
