@@ -28,14 +28,22 @@ enum Command {
     Logits(cmd::logits::LogitsArgs),
     /// Perplexity of a text file, computed like llama.cpp's perplexity tool.
     Perplexity(cmd::perplexity::PerplexityArgs),
+    /// Prompt-processing and generation speed (like llama-bench), memory bandwidth.
+    Bench(cmd::bench::BenchArgs),
     /// Show a GGUF file, a safetensors file or an HF directory: metadata, tensors, sizes.
     Inspect(cmd::inspect::InspectArgs),
     /// Convert a Hugging Face checkpoint (safetensors) to GGUF, one tensor at a time.
     Convert(cmd::convert::ConvertArgs),
+    /// Export a model to another runtime's format (llama2.c int8 checkpoint + tokenizer.bin).
+    Export(cmd::export::ExportArgs),
+    /// Low-rank compression of 2-D weights (randomized SVD, optionally activation-aware).
+    Compress(cmd::compress::CompressArgs),
     /// Requantize a GGUF file to another type, streaming.
     Quantize(cmd::quantize::QuantizeArgs),
     /// Generate a random model with real shapes (GGUF or HF safetensors), streaming.
     Synth(cmd::synth::SynthArgs),
+    /// How a model would be loaded here (memory, streamed layers) and how fast it would run.
+    Plan(cmd::plan::PlanArgs),
     /// OpenAI-compatible HTTP server (one model, or many from a config file).
     Serve(cmd::serve::ServeArgs),
 }
@@ -48,9 +56,13 @@ fn main() -> ExitCode {
         Command::Logits(a) => cmd::logits::run(a),
         Command::Perplexity(a) => cmd::perplexity::run(a),
         Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Bench(a) => cmd::bench::run(a),
         Command::Convert(a) => cmd::convert::run(a),
+        Command::Export(a) => cmd::export::run(a),
+        Command::Compress(a) => cmd::compress::run(a),
         Command::Quantize(a) => cmd::quantize::run(a),
         Command::Synth(a) => cmd::synth::run(a),
+        Command::Plan(a) => cmd::plan::run(a),
         Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
