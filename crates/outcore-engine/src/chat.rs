@@ -645,6 +645,22 @@ I am an assistant   </s>[INST] Another question [/INST]"
     }
 
     #[test]
+    fn loop_controls_and_namespaces() {
+        // HF enables jinja2's loopcontrols extension.
+        let t = ChatTemplate::new(
+            "{% set ns = namespace(n=0) %}{% for m in messages %}{% if m.role == 'stop' %}{% break %}{% endif %}\
+{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}",
+        )
+        .unwrap();
+        let msgs = [
+            ChatMessage::new("user", "a"),
+            ChatMessage::new("stop", ""),
+            ChatMessage::new("user", "b"),
+        ];
+        assert_eq!(t.render(&msgs, &RenderOptions::default()).unwrap(), "1");
+    }
+
+    #[test]
     fn errors_are_readable() {
         let e = ChatTemplate::new("{% for %}").unwrap_err().to_string();
         assert!(e.starts_with("chat template does not compile"), "{e}");
