@@ -119,9 +119,10 @@ impl RowSource for HfRows<'_> {
         Ok(())
     }
 
-    fn release(&self, first: usize, n: usize) {
+    fn release(&self, first: usize, n: usize, drop_cache: bool) {
         let rb = self.ty.row_bytes(self.row_len as u64).unwrap_or(0) as usize;
-        self.ckpt.release(&self.name, first * rb..(first + n) * rb);
+        self.ckpt
+            .release(&self.name, first * rb..(first + n) * rb, drop_cache);
     }
 
     fn row_align(&self) -> usize {

@@ -2,9 +2,11 @@
 //! order, produce f32 rows a chunk at a time, encode them in parallel over row blocks (rayon),
 //! append the chunk to the [`GgufWriter`], and let the source drop the pages it no longer needs.
 //!
-//! Memory: one chunk of encoded output plus the f32 rows of the blocks in flight. In low-memory
-//! mode a chunk is at most [`LOW_MEMORY_CHUNK`] bytes of f32 and source pages are released after
-//! each chunk; in standard mode a chunk is a whole tensor.
+//! Memory: one chunk of encoded output, the f32 rows of the blocks in flight and the source pages
+//! of the chunk, which are unmapped (MADV_DONTNEED) as soon as the chunk is written. So the peak
+//! does not grow with the model: a chunk is at most [`STANDARD_CHUNK`] bytes of f32 in standard
+//! mode and [`LOW_MEMORY_CHUNK`] in low-memory mode, which also drops the source's page cache
+//! (POSIX_FADV_DONTNEED) so a memory-capped cgroup is not charged for it.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,6 +17,8 @@ use rayon::prelude::*;
 use crate::codec::encode_row;
 use crate::error::{ConvertError, Result};
 
+/// f32 bytes per chunk in standard mode.
+pub const STANDARD_CHUNK: usize = 64 << 20;
 /// f32 bytes per chunk in low-memory mode.
 pub const LOW_MEMORY_CHUNK: usize = 16 << 20;
 
@@ -22,8 +26,9 @@ pub const LOW_MEMORY_CHUNK: usize = 16 << 20;
 pub trait RowSource: Sync {
     /// Fills `out` (a whole number of rows) with rows `first..` of the tensor.
     fn fill(&self, first: usize, out: &mut [f32]) -> Result<()>;
-    /// Rows `first..first + n` are written; their source pages may be dropped.
-    fn release(&self, _first: usize, _n: usize) {}
+    /// Rows `first..first + n` are written; their source pages may be unmapped, and with
+    /// `drop_cache` dropped from the page cache too.
+    fn release(&self, _first: usize, _n: usize, _drop_cache: bool) {}
     /// Chunks start and end on multiples of this many rows (a permuted head stays whole).
     fn row_align(&self) -> usize {
         1
@@ -187,15 +192,12 @@ pub fn stream(
             t.ty.row_bytes(row_len as u64)
                 .expect("checked by check_encodable") as usize;
         let align = t.source.row_align().max(1);
-        let chunk_rows = match mode {
-            Mode::Standard => n_rows,
-            Mode::LowMemory => {
-                let r = (LOW_MEMORY_CHUNK / (row_len * 4).max(1)).max(1);
-                (r / align).max(1) * align
-            }
-        }
-        .min(n_rows)
-        .max(1);
+        let chunk_f32 = match mode {
+            Mode::Standard => STANDARD_CHUNK,
+            Mode::LowMemory => LOW_MEMORY_CHUNK,
+        };
+        let chunk_rows = ((chunk_f32 / (row_len * 4).max(1)).max(1) / align).max(1) * align;
+        let chunk_rows = chunk_rows.min(n_rows).max(1);
         let in_total = t.source.input_bytes();
         let mut done = 0usize;
         while done < n_rows {
@@ -230,16 +232,11 @@ pub fn stream(
                 })?;
             }
             writer.write_chunk(&buf)?;
-            if mode == Mode::LowMemory {
-                t.source.release(done, rows);
-            }
+            t.source.release(done, rows, mode == Mode::LowMemory);
             let before = in_total * done as u64 / n_rows as u64;
             done += rows;
             let after = in_total * done as u64 / n_rows as u64;
             progress.advance(after - before);
-        }
-        if mode == Mode::Standard {
-            t.source.release(0, n_rows);
         }
         writer.end_tensor()?;
         stats.input_bytes += in_total;
@@ -248,10 +245,8 @@ pub fn stream(
             Some((_, n)) => *n += 1,
             None => stats.types.push((t.ty, 1)),
         }
-        if mode == Mode::LowMemory {
-            // Give the chunk buffer back between tensors so a large tensor's buffer does not linger.
-            buf = Vec::new();
-        }
+        // Give the chunk buffer back between tensors so a large tensor's buffer does not linger.
+        buf = Vec::new();
     }
     progress.finish();
     stats.elapsed = start.elapsed();

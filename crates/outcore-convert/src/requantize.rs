@@ -48,14 +48,15 @@ impl RowSource for GgufRows<'_> {
         Ok(())
     }
 
-    fn release(&self, first: usize, n: usize) {
+    fn release(&self, first: usize, n: usize, drop_cache: bool) {
         if let Some(range) = self.file.tensor_range(&self.name) {
             let rb = self.ty.row_bytes(self.row_len as u64).unwrap_or(0) as usize;
             let start = range.start + first * rb;
-            let _ = self
-                .file
-                .mapping()
-                .advise_dontneed(start..(start + n * rb).min(range.end));
+            let r = start..(start + n * rb).min(range.end);
+            let _ = self.file.mapping().advise_dontneed(r.clone());
+            if drop_cache {
+                let _ = self.file.mapping().fadvise_dontneed(r);
+            }
         }
     }
 
@@ -159,17 +160,18 @@ impl RowSource for CopyRows<'_> {
         self.file.tensor(&self.name).map(|v| v.bytes)
     }
 
-    fn release(&self, first: usize, n: usize) {
+    fn release(&self, first: usize, n: usize, drop_cache: bool) {
         if let (Some(range), Some(v)) = (
             self.file.tensor_range(&self.name),
             self.file.tensor(&self.name),
         ) {
             let rb = self.ty.row_bytes(v.row_len() as u64).unwrap_or(0) as usize;
             let start = range.start + first * rb;
-            let _ = self
-                .file
-                .mapping()
-                .advise_dontneed(start..(start + n * rb).min(range.end));
+            let r = start..(start + n * rb).min(range.end);
+            let _ = self.file.mapping().advise_dontneed(r.clone());
+            if drop_cache {
+                let _ = self.file.mapping().fadvise_dontneed(r);
+            }
         }
     }
 

@@ -78,15 +78,18 @@ impl Checkpoint {
         self.model.tensor(name)
     }
 
-    /// Drops the mapped pages of `range` (relative to the tensor's bytes) from this process.
-    pub fn release(&self, name: &str, range: Range<usize>) {
+    /// Drops the mapped pages of `range` (relative to the tensor's bytes) from this process, and
+    /// with `drop_cache` from the page cache as well.
+    pub fn release(&self, name: &str, range: Range<usize>, drop_cache: bool) {
         if let Some(i) = self.model.info(name) {
             let start = i.range.start + range.start.min(i.range.len());
             let end = i.range.start + range.end.min(i.range.len());
             // Best effort: a failed madvise only means the pages stay resident a while longer.
-            let _ = self.model.shards()[i.shard]
-                .mapping()
-                .advise_dontneed(start..end);
+            let m = self.model.shards()[i.shard].mapping();
+            let _ = m.advise_dontneed(start..end);
+            if drop_cache {
+                let _ = m.fadvise_dontneed(start..end);
+            }
         }
     }
 

@@ -81,8 +81,9 @@ pub fn available() -> Option<(u64, &'static str)> {
     Some(best)
 }
 
-/// `--mode auto`: standard when a whole tensor in f32 (twice, for the chunk and the encoded copy)
-/// plus 512 MB of headroom fits in what is available; low-memory otherwise. Returns the mode and why.
+/// `--mode auto`: standard when the largest tensor in f32 twice over (its source pages and its f32
+/// rows, both of which may sit in the page cache and in flight) plus 512 MB of headroom fits in
+/// what is available; low-memory otherwise. Returns the mode and why.
 pub fn auto_mode(largest_tensor_f32: u64) -> (Mode, String) {
     let need = largest_tensor_f32.saturating_mul(2) + (512 << 20);
     match available() {
