@@ -164,15 +164,21 @@ pub(super) fn store4(v: __m128) -> [f32; 4] {
 /// (dx*dy)*sumi + mx*sy for four blocks, elementwise as the scalar twin.
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
-pub(super) fn contrib_dm(
-    dx: [f16; 4],
-    mx: [f16; 4],
-    dy: [f16; 4],
-    sy: [f16; 4],
-    s: __m128i,
-) -> __m128 {
-    let a = _mm_mul_ps(_mm_mul_ps(f16x4(dx), f16x4(dy)), _mm_cvtepi32_ps(s));
-    _mm_add_ps(a, _mm_mul_ps(f16x4(mx), f16x4(sy)))
+pub(super) fn contrib_dm(xdm: [(f16, f16); 4], yds: [(f16, f16); 4], s: __m128i) -> __m128 {
+    let (dx, mx) = f16_pairs4(xdm);
+    let (dy, sy) = f16_pairs4(yds);
+    let a = _mm_mul_ps(_mm_mul_ps(dx, dy), _mm_cvtepi32_ps(s));
+    _mm_add_ps(a, _mm_mul_ps(mx, sy))
+}
+
+/// Four adjacent f16 pairs (one 32-bit load each) -> ([first; 4], [second; 4]) as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(super) fn f16_pairs4(p: [(f16, f16); 4]) -> (__m128, __m128) {
+    let w = p.map(|(a, b)| (a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32);
+    let v = _mm256_cvtph_ps(_mm_setr_epi32(w[0], w[1], w[2], w[3])); // [a0 b0 a1 b1 a2 b2 a3 b3]
+    let v = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    (_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -292,13 +298,7 @@ macro_rules! block32_kernels {
                 $dot_u8_i8(q, b)
             };
             let contrib = |k: [usize; 4], s: __m128i| {
-                super::avx2::contrib_dm(
-                    k.map(|i| x[i].d),
-                    k.map(|i| x[i].m),
-                    k.map(|i| y[i].d),
-                    k.map(|i| y[i].s),
-                    s,
-                )
+                super::avx2::contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
             };
             super::avx2::blocks_by_4(
                 nb,
@@ -354,13 +354,7 @@ macro_rules! block32_kernels {
                 $dot_u8_i8(q, b)
             };
             let contrib = |k: [usize; 4], s: __m128i| {
-                super::avx2::contrib_dm(
-                    k.map(|i| x[i].d),
-                    k.map(|i| x[i].m),
-                    k.map(|i| y[i].d),
-                    k.map(|i| y[i].s),
-                    s,
-                )
+                super::avx2::contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
             };
             super::avx2::blocks_by_4(
                 nb,
@@ -407,10 +401,8 @@ macro_rules! block32_kernels {
             $dot_u8_i8,
             |b| super::avx2::nibbles_32(&b.qs),
             |k, s, x, y| super::avx2::contrib_dm(
-                k.map(|i| x[i].d),
-                k.map(|i| x[i].m),
-                k.map(|i| y[i].d),
-                k.map(|i| y[i].s),
+                k.map(|i| (x[i].d, x[i].m)),
+                k.map(|i| (y[i].d, y[i].s)),
                 s
             )
         );
@@ -443,10 +435,8 @@ macro_rules! block32_kernels {
                 _mm256_and_si256(super::avx2::bits_32(&b.qh), _mm256_set1_epi8(0x10))
             ),
             |k, s, x, y| super::avx2::contrib_dm(
-                k.map(|i| x[i].d),
-                k.map(|i| x[i].m),
-                k.map(|i| y[i].d),
-                k.map(|i| y[i].s),
+                k.map(|i| (x[i].d, x[i].m)),
+                k.map(|i| (y[i].d, y[i].s)),
                 s
             )
         );
