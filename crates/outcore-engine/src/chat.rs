@@ -99,7 +99,29 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
-        env.add_template_owned(NAME, source.clone())
+        env.add_filter("length", length);
+        env.add_filter("indent", indent);
+        env.add_filter("string", |v: Value| {
+            if v.kind() == ValueKind::String {
+                v
+            } else {
+                Value::from(py_str(&v))
+            }
+        });
+        env.set_formatter(|out, _state, value| {
+            let text = match value.kind() {
+                ValueKind::String => {
+                    return out
+                        .write_str(value.as_str().unwrap_or_default())
+                        .map_err(Error::from)
+                }
+                ValueKind::Undefined => return Ok(()),
+                _ => py_str(value),
+            };
+            out.write_str(&text).map_err(Error::from)
+        });
+        env.add_filter("count", length);
+        env.add_template_owned(NAME, rewrite_generation_tags(&source))
             .map_err(|e| ChatError::Compile {
                 message: describe(&e),
             })?;
@@ -196,6 +218,29 @@ impl ChatTemplate {
     }
 }
 
+/// transformers renders `{% generation %}...{% endgeneration %}` (its assistant-mask extension)
+/// as the plain body. minijinja has no such tag, so it becomes an always-true `if` block with the
+/// same whitespace-control markers.
+fn rewrite_generation_tags(source: &str) -> String {
+    if !source.contains("generation") {
+        return source.to_string();
+    }
+    static TAG: std::sync::OnceLock<fancy_regex::Regex> = std::sync::OnceLock::new();
+    let re = TAG.get_or_init(|| {
+        fancy_regex::Regex::new(r"\{%([-+]?)\s*(end)?generation\s*([-+]?)%\}")
+            .expect("static pattern compiles")
+    });
+    re.replace_all(source, |c: &fancy_regex::Captures<'_>| {
+        let body = if c.get(2).is_some() {
+            "endif"
+        } else {
+            "if true"
+        };
+        format!("{{%{} {body} {}%}}", &c[1], &c[3])
+    })
+    .into_owned()
+}
+
 /// The error with its cause chain and template location, on one line per cause.
 fn describe(e: &Error) -> String {
     let mut s = e.to_string();
@@ -205,6 +250,194 @@ fn describe(e: &Error) -> String {
         src = cause.source();
     }
     s
+}
+
+/// Jinja2's `length`: `len()` of the value, where an undefined value has length 0 (minijinja's
+/// own filter rejects undefined).
+fn length(v: Value) -> Result<usize, Error> {
+    if v.is_undefined() {
+        return Ok(0);
+    }
+    v.len().ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("cannot calculate length of value of type {}", v.kind()),
+        )
+    })
+}
+
+/// Python's `str()` of a template value: `None`, `True`, `[1, 'a']`, `{'k': 'v'}`, as Jinja2
+/// prints values (minijinja would print `none`, `true` and JSON-like containers).
+fn py_str(v: &Value) -> String {
+    match v.kind() {
+        ValueKind::String => v.as_str().unwrap_or_default().to_string(),
+        _ => {
+            let mut out = String::new();
+            py_repr(v, &mut out);
+            out
+        }
+    }
+}
+
+fn py_repr(v: &Value, out: &mut String) {
+    match v.kind() {
+        ValueKind::Undefined | ValueKind::None => out.push_str("None"),
+        ValueKind::Bool => out.push_str(if v.is_true() { "True" } else { "False" }),
+        ValueKind::String => py_repr_str(v.as_str().unwrap_or_default(), out),
+        ValueKind::Seq | ValueKind::Iterable => {
+            out.push('[');
+            for (i, item) in v.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_repr(&item, out);
+            }
+            out.push(']');
+        }
+        ValueKind::Map => {
+            out.push('{');
+            for (i, k) in v.try_iter().into_iter().flatten().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                py_repr(&k, out);
+                out.push_str(": ");
+                py_repr(&v.get_item(&k).unwrap_or_default(), out);
+            }
+            out.push('}');
+        }
+        _ => {
+            let _ = write!(out, "{v}");
+        }
+    }
+}
+
+/// Python `repr()` of a string (quote choice and escapes as CPython does for common characters).
+fn py_repr_str(s: &str, out: &mut String) {
+    let quote = if s.contains('\'') && !s.contains('"') {
+        '"'
+    } else {
+        '\''
+    };
+    out.push(quote);
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c == quote => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if (c as u32) < 0x20 || (0x7f..=0xa0).contains(&(c as u32)) || c == '\u{ad}' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            '\u{2028}'
+            | '\u{2029}'
+            | '\u{200b}'..='\u{200f}'
+            | '\u{2060}'..='\u{2064}'
+            | '\u{feff}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push(quote);
+}
+
+/// Jinja2's `indent(width=4, first=False, blank=False)`, which keeps a trailing newline
+/// (minijinja's drops it).
+fn indent(
+    s: String,
+    width: Option<Value>,
+    first: Option<bool>,
+    blank: Option<bool>,
+    kwargs: Kwargs,
+) -> Result<String, Error> {
+    let width = match kwargs.get::<Option<Value>>("width")? {
+        Some(w) => Some(w),
+        None => width,
+    };
+    let first = kwargs.get::<Option<bool>>("first")?.or(first);
+    let blank = kwargs.get::<Option<bool>>("blank")?.or(blank);
+    kwargs.assert_all_used()?;
+    let prefix = match width {
+        None => "    ".to_string(),
+        Some(w) => match (w.as_str(), w.as_i64()) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(n)) => " ".repeat(n.max(0) as usize),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    "indent: width must be an int or a string",
+                ))
+            }
+        },
+    };
+    let text = format!("{s}\n");
+    let lines = py_splitlines(&text);
+    let mut rv = String::new();
+    if blank.unwrap_or(false) {
+        rv = lines.join(&format!("\n{prefix}"));
+    } else if let Some((head, rest)) = lines.split_first() {
+        rv.push_str(head);
+        if !rest.is_empty() {
+            rv.push('\n');
+            let body: Vec<String> = rest
+                .iter()
+                .map(|l| {
+                    if l.is_empty() {
+                        String::new()
+                    } else {
+                        format!("{prefix}{l}")
+                    }
+                })
+                .collect();
+            rv.push_str(&body.join("\n"));
+        }
+    }
+    if first.unwrap_or(false) {
+        rv.insert_str(0, &prefix);
+    }
+    Ok(rv)
+}
+
+/// Python's `str.splitlines()` (no line ends kept).
+fn py_splitlines(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut it = s.char_indices().peekable();
+    while let Some((i, c)) = it.next() {
+        let is_break = matches!(
+            c,
+            '\n' | '\r'
+                | '\u{0b}'
+                | '\u{0c}'
+                | '\u{1c}'
+                | '\u{1d}'
+                | '\u{1e}'
+                | '\u{85}'
+                | '\u{2028}'
+                | '\u{2029}'
+        );
+        if !is_break {
+            continue;
+        }
+        out.push(&s[start..i]);
+        let mut end = i + c.len_utf8();
+        if c == '\r' {
+            if let Some(&(j, '\n')) = it.peek() {
+                it.next();
+                end = j + 1;
+            }
+        }
+        start = end;
+    }
+    if start < s.len() {
+        out.push(&s[start..]);
+    }
+    out
 }
 
 fn raise_exception(msg: String) -> Result<Value, Error> {
@@ -658,6 +891,39 @@ I am an assistant   </s>[INST] Another question [/INST]"
             ChatMessage::new("user", "b"),
         ];
         assert_eq!(t.render(&msgs, &RenderOptions::default()).unwrap(), "1");
+    }
+
+    #[test]
+    fn generation_tags_render_their_body() {
+        let t = ChatTemplate::new(
+            "{% for m in messages %}[{%- generation -%} {{ m.content }} {%- endgeneration %}]\n{% endfor %}",
+        )
+        .unwrap();
+        let out = t
+            .render(
+                &[ChatMessage::new("assistant", "x")],
+                &RenderOptions::default(),
+            )
+            .unwrap();
+        assert_eq!(out, "[x]\n");
+        assert!(t.source().contains("{%- generation -%}"));
+    }
+
+    #[test]
+    fn prints_values_like_jinja2() {
+        let t = ChatTemplate::new(
+            "{{ none }}|{{ true }}|{{ [1, 'a', \"it's\"] }}|{{ {'k': none} }}|{{ x | string }}|{{ 'a\\nb\\n' | indent(2, first=true) }}|{{ 'q' | indent }}",
+        )
+        .unwrap();
+        let mut opts = RenderOptions::default();
+        opts.extra
+            .insert("x".into(), serde_json::json!({"b": [true, 1.5]}));
+        let out = t.render(&[], &opts).unwrap();
+        assert_eq!(
+            out,
+            "None|True|[1, 'a', \"it's\"]|{'k': None}|{'b': [True, 1.5]}|  a\n  b\n|q"
+        );
+        assert_eq!(py_splitlines("a\r\nb\rc\n\nd"), ["a", "b", "c", "", "d"]);
     }
 
     #[test]
