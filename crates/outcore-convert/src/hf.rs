@@ -352,22 +352,22 @@ impl HfConfig {
         let dim = self.head_dim();
         let low_wavelen = original_ctx / low_freq_factor;
         let high_wavelen = original_ctx / high_freq_factor;
+        // torch does all of this on 0-d f32 tensors: every operation rounds to f32, and Python
+        // floats meeting a tensor are first rounded to f32 themselves.
         let out = (0..dim)
             .step_by(2)
             .map(|i| {
-                // torch computes the frequencies in f32.
                 let freq = 1.0f32 / (base as f32).powf(i as f32 / dim as f32);
-                let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
-                let f = if wavelen < high_wavelen {
+                let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+                if (wavelen as f64) < high_wavelen {
                     1.0
-                } else if wavelen > low_wavelen {
-                    factor
+                } else if (wavelen as f64) > low_wavelen {
+                    factor as f32
                 } else {
-                    let smooth = (original_ctx / wavelen - low_freq_factor)
-                        / (high_freq_factor - low_freq_factor);
-                    1.0 / ((1.0 - smooth) / factor + smooth)
-                };
-                f as f32
+                    let smooth = ((original_ctx as f32) / wavelen - low_freq_factor as f32)
+                        / (high_freq_factor - low_freq_factor) as f32;
+                    1.0f32 / ((1.0f32 - smooth) / factor as f32 + smooth)
+                }
             })
             .collect();
         Some(out)
@@ -437,6 +437,29 @@ mod tests {
         assert_eq!(f[0], 1.0);
         assert_eq!(f[31], 32.0);
         assert!(f.iter().all(|&x| (1.0..=32.0).contains(&x)));
+    }
+
+    /// Bit for bit what llama.cpp's converter (torch) wrote for Llama 3.2 3B's rope settings
+    /// (head_dim 128, theta 5e5, llama3 factor 32): the transition band, indices 28..37.
+    #[test]
+    fn llama3_rope_freqs_match_llama_cpp_bits() {
+        let json: Json = serde_json::json!({
+            "architectures": ["LlamaForCausalLM"], "hidden_size": 3072, "num_attention_heads": 24,
+            "num_key_value_heads": 8, "num_hidden_layers": 28, "intermediate_size": 8192, "vocab_size": 49152,
+            "rope_theta": 500000.0,
+            "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                             "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+        });
+        let cfg = HfConfig::from_json(&json, Path::new("config.json")).unwrap();
+        let f = cfg.rope_freqs().unwrap();
+        let bits: Vec<u32> = f[28..37].iter().map(|x| x.to_bits()).collect();
+        assert_eq!(
+            bits,
+            [
+                0x3f800000, 0x3f9e126b, 0x3fd35ec2, 0x4011b4ca, 0x4052b46f, 0x40a57db9, 0x411aaaee,
+                0x42000000, 0x42000000
+            ]
+        );
     }
 
     #[test]
