@@ -245,7 +245,6 @@ pub(crate) struct RawVocab {
 }
 
 /// A loaded tokenizer. Cheap to share behind an `Arc`; all methods take `&self`.
-#[derive(Debug)]
 pub struct Tokenizer {
     vtype: VocabType,
     vocab: Vocab,
@@ -273,6 +272,21 @@ pub struct Tokenizer {
     /// `token_to_piece(id, special = true)` for every id.
     pieces: Vec<Vec<u8>>,
     chat_template: Option<String>,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    /// A summary: the vocabulary itself is too large to print.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("type", &self.vtype)
+            .field("pre", &self.pre_name)
+            .field("n_vocab", &self.vocab.tokens.len())
+            .field("n_merges", &self.ranks.len())
+            .field("special", &self.special)
+            .field("add_bos", &self.add_bos)
+            .field("add_eos", &self.add_eos)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Token texts llama.cpp treats as end-of-generation (besides eos/eot/eom).

@@ -287,3 +287,10 @@ fn random_text_roundtrips() {
         }
     }
 }
+
+#[test]
+fn debug_is_a_summary() {
+    let t = Tokenizer::from_metadata(&spm_metadata()).unwrap();
+    let s = format!("{t:?}");
+    assert!(s.contains("n_vocab: 277") && s.len() < 600, "{s}");
+}
