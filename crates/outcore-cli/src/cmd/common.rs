@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use outcore_engine::kv_cache::CacheType;
-use outcore_engine::model::{LoadOptions, Model};
+use outcore_engine::model::{LoadOptions, Model, Streaming};
 use outcore_engine::sampler::SamplingParams;
 use outcore_format::mapping::LoadMode;
 
@@ -20,9 +20,15 @@ pub struct ModelArgs {
     /// Compute threads (default: all cores).
     #[arg(short = 't', long = "threads")]
     pub threads: Option<usize>,
-    /// How to load the weights: mmap (default, zero-copy), read (into RAM), mlock (mmap and lock).
-    #[arg(long = "load", default_value = "mmap")]
+    /// How to load the weights: auto (default: mmap, streaming the layers that do not fit the
+    /// memory budget), stream (always through the residency manager), mmap (plain mmap, no
+    /// streaming, for comparison), read (into RAM), mlock (mmap and lock).
+    #[arg(long = "load", default_value = "auto")]
     pub load: String,
+    /// Memory budget for this process (weights + KV cache + scratch), below what the system or
+    /// cgroup allows: 512M, 1.5G, 2GiB or bytes (K/M/G/T decimal, KiB/MiB/GiB/TiB binary).
+    #[arg(long = "max-ram", value_parser = parse_size)]
+    pub max_ram: Option<u64>,
     /// Lock the model in RAM (same as --load mlock).
     #[arg(long = "mlock")]
     pub mlock: bool,
@@ -48,9 +54,22 @@ impl ModelArgs {
         if self.no_mmap {
             return Ok(LoadMode::Read);
         }
-        self.load
-            .parse::<LoadMode>()
-            .map_err(|e| anyhow::anyhow!("--load: {e}"))
+        match self.load.as_str() {
+            "auto" | "stream" => Ok(LoadMode::Mmap),
+            other => other
+                .parse::<LoadMode>()
+                .map_err(|e| anyhow::anyhow!("--load: {e} (or auto, stream)")),
+        }
+    }
+
+    /// Whether layers are streamed: `--load stream` forces it, `--load mmap` turns it off.
+    pub fn streaming(&self) -> Streaming {
+        match self.load.as_str() {
+            _ if self.mlock || self.no_mmap => Streaming::Off,
+            "stream" => Streaming::Force,
+            "auto" => Streaming::Auto,
+            _ => Streaming::Off,
+        }
     }
 
     pub fn options(&self) -> Result<LoadOptions> {
@@ -60,10 +79,17 @@ impl ModelArgs {
             .map_err(|e: String| anyhow::anyhow!("--cache-type: {e}"))?;
         let mut o = LoadOptions {
             load: self.load_mode()?,
+            streaming: self.streaming(),
+            max_ram: self.max_ram,
             cache_type,
             chat_template: self.chat_template.clone(),
             ..Default::default()
         };
+        match self.ctx_size {
+            Some(0) => bail!("-c/--ctx-size must be at least 1"),
+            Some(c) => o.n_ctx_hint = c,
+            None => {}
+        }
         if let Some(t) = self.threads {
             if t == 0 {
                 bail!("-t/--threads must be at least 1");
@@ -87,6 +113,40 @@ impl ModelArgs {
             None => Ok(model.config.n_ctx_train.clamp(1, 4096)),
         }
     }
+}
+
+/// A byte size: `512M`, `1.5G`, `2GiB`, `300MB` or plain bytes. K/M/G/T (with or without a
+/// trailing B) are decimal like the sizes outcore prints; KiB/MiB/GiB/TiB are binary.
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let x: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a size (e.g. 512M, 1.5G, 2GiB, 1000000)"))?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "t" | "tb" => 1e12,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        u => {
+            return Err(format!(
+                "`{s}`: unknown unit `{u}` (use K, M, G, T or KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    let v = (x * mult).round();
+    if !v.is_finite() || v < 1.0 || v >= u64::MAX as f64 {
+        return Err(format!("`{s}` is out of range"));
+    }
+    Ok(v as u64)
 }
 
 #[derive(Args, Debug, Clone)]
@@ -179,4 +239,22 @@ pub fn prompt_ids(
         );
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512_000_000));
+        assert_eq!(parse_size("1.5G"), Ok(1_500_000_000));
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("300mb"), Ok(300_000_000));
+        assert_eq!(parse_size("123456"), Ok(123_456));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12X").is_err());
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("1e30G").is_err());
+    }
 }

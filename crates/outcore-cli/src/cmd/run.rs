@@ -71,6 +71,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let before = ProcessStats::now().ok();
     let model = args.model.open()?;
     let n_ctx = args.model.n_ctx(&model)?;
+    print_plan(&model, args.stats);
     let text = match (text, args.chat) {
         (Some(t), true) => Some(render_chat(&model, args.system.as_deref(), &t)?),
         (t, _) => t,
@@ -126,6 +127,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
         print_stats(&model, &gen, before.as_ref());
     }
     Ok(())
+}
+
+/// The planner's one-paragraph summary, to stderr: always when layers are streamed, else only
+/// when asked (`--stats`).
+pub fn print_plan(model: &Model, asked: bool) {
+    if asked || is_streaming(model) {
+        eprintln!("outcore: {}", model.plan().summary());
+    }
+}
+
+fn is_streaming(model: &Model) -> bool {
+    model.residency().is_some_and(|r| r.is_streaming())
 }
 
 /// Renders one user message (and an optional system message) with the model's chat template.
@@ -187,6 +200,28 @@ pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats
                     .unwrap_or_else(|| "n/a".into()),
             );
         }
+    }
+    if let Some(r) = model.residency().filter(|r| r.is_streaming()) {
+        let st = r.stats();
+        // The prompt's micro-batches of 512, then one pass per generated token but the last.
+        let passes =
+            (s.prompt_tokens.div_ceil(512) + s.generated_tokens.saturating_sub(1)).max(1) as u64;
+        eprintln!(
+            "streaming:          {:.1} MB resident, {:.1} MB streamed per pass; read {:.1} MB in {} units \
+             ({:.1} MB per pass over ~{passes} passes, prefetch included), {}",
+            mb(r.resident_bytes()),
+            mb(r.streamed_bytes()),
+            mb(st.bytes_read),
+            st.units_read,
+            mb(st.bytes_read) / passes as f64,
+            if st.direct_io { "O_DIRECT" } else { "buffered reads (no O_DIRECT)" }
+        );
+        eprintln!(
+            "stream timing:      read {:.2} s ({:.0} MB/s), compute waited {:.2} s for data",
+            st.read_seconds,
+            mb(st.bytes_read) / st.read_seconds.max(1e-9),
+            st.stall_seconds
+        );
     }
     let (mut res, mut total) = (0u64, 0u64);
     for m in model.source().mappings() {

@@ -15,6 +15,8 @@ use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::ModelConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{CacheType, KvCache};
+use crate::memory::plan::{plan, LoadStrategy, ModelSizes, Plan, PlanRequest, Strategy};
+use crate::memory::probe::MemLimits;
 use crate::names::Scheme;
 use crate::residency::{self, Filled, Residency, ResidencyConfig};
 use crate::tokenizer::Tokenizer;
@@ -118,6 +120,7 @@ pub struct Model {
     path: PathBuf,
     cache_type: CacheType,
     residency: Option<Residency>,
+    plan: Plan,
     pub load_time: Duration,
 }
 
@@ -244,7 +247,7 @@ impl Model {
             None => template,
         };
         let weights = weights::bind(&source, scheme, &config)?;
-        let residency = plan_residency(&source, &config, &weights, opts)?;
+        let (plan, residency) = plan_residency(&source, &config, &weights, opts)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.n_threads.max(1))
             .thread_name(|i| format!("outcore-compute-{i}"))
@@ -262,6 +265,7 @@ impl Model {
             path: path.to_path_buf(),
             cache_type: opts.cache_type,
             residency,
+            plan,
             load_time: t0.elapsed(),
         })
     }
@@ -339,6 +343,11 @@ impl Model {
     /// The residency manager, when the model is (partly) streamed.
     pub fn residency(&self) -> Option<&Residency> {
         self.residency.as_ref()
+    }
+
+    /// How the weights were planned: memory figures, resident and streamed layers, the reason.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Bytes of the KV cache for `n_ctx` positions.
@@ -469,45 +478,136 @@ pub fn scratch_bytes(cfg: &ModelConfig, n_ctx: usize) -> u64 {
 /// Safety margin kept free inside the budget (allocator slack, thread stacks, the binary).
 pub const SAFETY_MARGIN: u64 = 48 << 20;
 
-/// Decides which units stay resident and starts the streamer when some do not fit.
+/// The planner's view of a bound model: per-layer bytes from the residency units (so the sizes
+/// are exactly what the streamer reads), the output matrix (`None` when tied to the embedding
+/// table), KV cache per position and scratch for `n_ctx`.
+pub fn model_sizes(
+    source: &Source,
+    cfg: &ModelConfig,
+    w: &Weights,
+    cache_type: CacheType,
+    n_ctx: usize,
+) -> ModelSizes {
+    let units = residency::units(w);
+    let layer_bytes: Vec<u64> = units[..w.layers.len()].iter().map(|u| u.bytes()).collect();
+    let file_bytes: u64 = source.mappings().iter().map(|m| m.len() as u64).sum();
+    ModelSizes {
+        file_bytes,
+        layer_bytes,
+        token_embd_bytes: w.token_embd.len as u64,
+        output_bytes: (!w.output_tied).then_some(w.output.len as u64),
+        other_bytes: w.output_norm.len as u64,
+        kv_bytes_per_token: KvCache::bytes_for(cache_type, cfg.n_layer, 1, cfg.kv_dim()),
+        scratch_bytes: scratch_bytes(cfg, n_ctx),
+    }
+}
+
+/// What the planner is asked for a given set of load options.
+fn plan_request(opts: &LoadOptions) -> PlanRequest {
+    let mut req = PlanRequest::new(opts.n_ctx_hint);
+    req.max_ram = opts.max_ram;
+    req.force = match (opts.load, opts.streaming) {
+        (LoadMode::Read, _) => Some(LoadStrategy::Read),
+        (LoadMode::Mlock, _) => Some(LoadStrategy::Mlock),
+        (LoadMode::Mmap, Streaming::Off) => Some(LoadStrategy::Mmap),
+        (LoadMode::Mmap, Streaming::Force) => Some(LoadStrategy::Stream),
+        (LoadMode::Mmap, Streaming::Auto) => None,
+    };
+    req
+}
+
+/// Ring buffers for streamed layers: two overlap reading with compute; one when memory is short.
+const RING: usize = 2;
+
+/// Plans how to load a bound model under `limits` (see [`crate::memory::plan`]), counting the
+/// streamer's ring buffers (anonymous memory, one largest layer each) in the budget: when the
+/// planner kept room for one layer in flight, resident layers are given back, last first, until
+/// a second ring buffer fits too; when not even that frees enough, the ring has one buffer.
+/// Returns the plan and the ring depth.
+pub fn plan_load(
+    source: &Source,
+    cfg: &ModelConfig,
+    w: &Weights,
+    opts: &LoadOptions,
+    limits: &MemLimits,
+) -> (Plan, usize) {
+    let sizes = model_sizes(source, cfg, w, opts.cache_type, opts.n_ctx_hint);
+    let mut p = plan(&sizes, limits, &plan_request(opts));
+    let Strategy::Stream {
+        resident_layers,
+        streamed_layers,
+    } = &p.strategy
+    else {
+        return (p, 0);
+    };
+    if streamed_layers.is_empty() {
+        return (p, 0);
+    }
+    let max_layer = p.window_bytes;
+    let mut k = resident_layers.end;
+    let mut resident = p.resident_bytes;
+    while k > 0 && resident.saturating_add(RING as u64 * max_layer) > p.budget {
+        k -= 1;
+        resident -= sizes.layer_bytes[k];
+    }
+    let ring = if resident.saturating_add(RING as u64 * max_layer) <= p.budget {
+        RING
+    } else {
+        // Not even the hot tensors and two buffers fit: keep the planner's split, one buffer.
+        k = resident_layers.end;
+        resident = p.resident_bytes;
+        1
+    };
+    let n = sizes.n_layers();
+    let k0 = resident_layers.end;
+    if k != k0 {
+        p.reason = p.reason.replace(
+            &format!("{k0} of {n} layers stay resident, {} are", n - k0),
+            &format!("{k} of {n} layers stay resident, {} are", n - k),
+        );
+    }
+    let streamed: u64 = sizes.layer_bytes[k..].iter().sum();
+    p.strategy = Strategy::Stream {
+        resident_layers: 0..k,
+        streamed_layers: k..n,
+    };
+    p.resident_bytes = resident;
+    p.streamed_bytes = streamed;
+    p.window_bytes = ring as u64 * max_layer;
+    p.reason = format!(
+        "{} through a ring of {ring} buffer{} ({})",
+        p.reason,
+        if ring == 1 { "" } else { "s" },
+        crate::memory::fmt_bytes(p.window_bytes)
+    );
+    (p, ring)
+}
+
+/// Decides which units stay resident (the [`plan_load`] plan) and starts the streamer when
+/// some layers are streamed.
 fn plan_residency(
     source: &Source,
     cfg: &ModelConfig,
     w: &Weights,
     opts: &LoadOptions,
-) -> Result<Option<Residency>> {
-    if opts.streaming == Streaming::Off || opts.load == LoadMode::Read {
-        return Ok(None);
+) -> Result<(Plan, Option<Residency>)> {
+    // Without a readable /proc only --max-ram (if given) limits the plan.
+    let limits = MemLimits::probe().unwrap_or_else(|_| MemLimits::unconstrained(u64::MAX));
+    let (p, ring) = plan_load(source, cfg, w, opts, &limits);
+    let Strategy::Stream {
+        resident_layers, ..
+    } = &p.strategy
+    else {
+        return Ok((p, None));
+    };
+    if ring == 0 {
+        return Ok((p, None));
     }
     let units = residency::units(w);
-    let total: u64 = units.iter().map(|u| u.bytes()).sum();
-    let kv = KvCache::bytes_for(opts.cache_type, cfg.n_layer, opts.n_ctx_hint, cfg.kv_dim());
-    let overhead = kv + scratch_bytes(cfg, opts.n_ctx_hint) + SAFETY_MARGIN;
-    let available = match opts.max_ram {
-        Some(b) => b,
-        None => crate::memory::probe::MemLimits::probe()
-            .map(|l| l.effective().bytes)
-            .unwrap_or(u64::MAX),
-    };
-    let budget = available.saturating_sub(overhead);
-    if opts.streaming == Streaming::Auto && total <= budget {
-        return Ok(None);
-    }
-    let max_unit = units.iter().map(|u| u.bytes()).max().unwrap_or(0);
-    // Two ring buffers overlap reading with compute; with too little memory, one.
-    let ring = if budget >= 3 * max_unit { 2 } else { 1 };
-    let mut left = budget.saturating_sub(ring as u64 * max_unit);
-    let mut resident = Vec::with_capacity(units.len());
-    for u in &units {
-        let fits = u.bytes() <= left;
-        if fits {
-            left -= u.bytes();
-        }
-        resident.push(fits);
-    }
-    if resident.iter().all(|&r| r) {
-        return Ok(None);
-    }
+    // Layers in the resident range and the output matrix (a hot non-layer tensor) stay mapped.
+    let resident: Vec<bool> = (0..units.len())
+        .map(|u| u >= w.layers.len() || resident_layers.contains(&u))
+        .collect();
     let rc = ResidencyConfig {
         resident,
         ring,
@@ -520,11 +620,11 @@ fn plan_residency(
     // Streamed units are read into the ring, never through the mapping: let their pages go.
     for (u, unit) in r.units.iter().enumerate() {
         if !r.is_resident(u) {
-            for p in &unit.parts {
-                let m = source.mappings()[p.shard];
-                let _ = m.advise_dontneed(p.range.clone());
+            for part in &unit.parts {
+                let m = source.mappings()[part.shard];
+                let _ = m.advise_dontneed(part.range.clone());
             }
         }
     }
-    Ok(Some(r))
+    Ok((p, Some(r)))
 }
