@@ -113,6 +113,33 @@ pub(super) fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32;
     out
 }
 
+/// `[f(k[0]), f(k[1]), f(k[2]), f(k[3])]` written out, so the body is compiled in the caller's
+/// target-feature context (`array::map` with a closure is not inlined into SIMD kernels).
+macro_rules! g4 {
+    ($k:expr, |$i:ident| $e:expr) => {{
+        let k = $k;
+        [
+            {
+                let $i = k[0];
+                $e
+            },
+            {
+                let $i = k[1];
+                $e
+            },
+            {
+                let $i = k[2];
+                $e
+            },
+            {
+                let $i = k[3];
+                $e
+            },
+        ]
+    }};
+}
+pub(super) use g4;
+
 /// Four f16 -> four f32 with F16C (exact, like `f16::to_f32`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -175,7 +202,10 @@ pub(super) fn contrib_dm(xdm: [(f16, f16); 4], yds: [(f16, f16); 4], s: __m128i)
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
 pub(super) fn f16_pairs4(p: [(f16, f16); 4]) -> (__m128, __m128) {
-    let w = p.map(|(a, b)| (a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32);
+    let w = g4!(
+        [0, 1, 2, 3],
+        |i| (p[i].0.to_bits() as u32 | (p[i].1.to_bits() as u32) << 16) as i32
+    );
     let v = _mm256_cvtph_ps(_mm_setr_epi32(w[0], w[1], w[2], w[3])); // [a0 b0 a1 b1 a2 b2 a3 b3]
     let v = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
     (_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1))
@@ -201,7 +231,7 @@ macro_rules! x4_kernel {
             while i < nb {
                 let r = (nb - i).min(4);
                 let idx = [i, i + 1.min(r - 1), i + 2.min(r - 1), i + 3.min(r - 1)];
-                let w = idx.map(|i| {
+                let w = $crate::arch::x86_64::avx2::g4!(idx, |i| {
                     let $b = &x[i];
                     $unpack
                 });
@@ -247,8 +277,8 @@ macro_rules! block32_kernels {
             };
             // sumi * (dx * dy)
             let contrib = |k: [usize; 4], s: __m128i| {
-                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
-                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                let dx = super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d));
+                let dy = super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d));
                 _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_mul_ps(dx, dy))
             };
             super::avx2::blocks_by_4(
@@ -273,8 +303,8 @@ macro_rules! block32_kernels {
             };
             // (sumi * dx) * dy
             let contrib = |k: [usize; 4], s: __m128i| {
-                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
-                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                let dx = super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d));
+                let dy = super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d));
                 _mm_mul_ps(_mm_mul_ps(_mm_cvtepi32_ps(s), dx), dy)
             };
             super::avx2::blocks_by_4(
@@ -298,7 +328,11 @@ macro_rules! block32_kernels {
                 $dot_u8_i8(q, b)
             };
             let contrib = |k: [usize; 4], s: __m128i| {
-                super::avx2::contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
+                super::avx2::contrib_dm(
+                    super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
+                    super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
+                    s,
+                )
             };
             super::avx2::blocks_by_4(
                 nb,
@@ -327,8 +361,8 @@ macro_rules! block32_kernels {
             };
             // (dx * dy) * sumi
             let contrib = |k: [usize; 4], s: __m128i| {
-                let dx = super::avx2::f16x4(k.map(|i| x[i].d));
-                let dy = super::avx2::f16x4(k.map(|i| y[i].d));
+                let dx = super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d));
+                let dy = super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d));
                 _mm_mul_ps(_mm_mul_ps(dx, dy), _mm_cvtepi32_ps(s))
             };
             super::avx2::blocks_by_4(
@@ -354,7 +388,11 @@ macro_rules! block32_kernels {
                 $dot_u8_i8(q, b)
             };
             let contrib = |k: [usize; 4], s: __m128i| {
-                super::avx2::contrib_dm(k.map(|i| (x[i].d, x[i].m)), k.map(|i| (y[i].d, y[i].s)), s)
+                super::avx2::contrib_dm(
+                    super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
+                    super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
+                    s,
+                )
             };
             super::avx2::blocks_by_4(
                 nb,
@@ -376,8 +414,8 @@ macro_rules! block32_kernels {
             |k, s, x, y| _mm_mul_ps(
                 _mm_cvtepi32_ps(s),
                 _mm_mul_ps(
-                    super::avx2::f16x4(k.map(|i| x[i].d)),
-                    super::avx2::f16x4(k.map(|i| y[i].d))
+                    super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d)),
+                    super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d))
                 )
             )
         );
@@ -389,8 +427,11 @@ macro_rules! block32_kernels {
             $dot_i8,
             |b| _mm256_sub_epi8(super::avx2::nibbles_32(&b.qs), _mm256_set1_epi8(8)),
             |k, s, x, y| _mm_mul_ps(
-                _mm_mul_ps(_mm_cvtepi32_ps(s), super::avx2::f16x4(k.map(|i| x[i].d))),
-                super::avx2::f16x4(k.map(|i| y[i].d))
+                _mm_mul_ps(
+                    _mm_cvtepi32_ps(s),
+                    super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d))
+                ),
+                super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d))
             )
         );
         super::avx2::x4_kernel!(
@@ -401,8 +442,8 @@ macro_rules! block32_kernels {
             $dot_u8_i8,
             |b| super::avx2::nibbles_32(&b.qs),
             |k, s, x, y| super::avx2::contrib_dm(
-                k.map(|i| (x[i].d, x[i].m)),
-                k.map(|i| (y[i].d, y[i].s)),
+                super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
+                super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
                 s
             )
         );
@@ -418,8 +459,8 @@ macro_rules! block32_kernels {
             ),
             |k, s, x, y| _mm_mul_ps(
                 _mm_mul_ps(
-                    super::avx2::f16x4(k.map(|i| x[i].d)),
-                    super::avx2::f16x4(k.map(|i| y[i].d))
+                    super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d)),
+                    super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d))
                 ),
                 _mm_cvtepi32_ps(s)
             )
@@ -435,8 +476,8 @@ macro_rules! block32_kernels {
                 _mm256_and_si256(super::avx2::bits_32(&b.qh), _mm256_set1_epi8(0x10))
             ),
             |k, s, x, y| super::avx2::contrib_dm(
-                k.map(|i| (x[i].d, x[i].m)),
-                k.map(|i| (y[i].d, y[i].s)),
+                super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
+                super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
                 s
             )
         );
