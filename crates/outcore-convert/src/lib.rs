@@ -9,10 +9,13 @@
 //! streamed into an atomic [`outcore_format::GgufWriter`].
 #![forbid(unsafe_code)]
 
+pub mod calibrate;
 pub mod codec;
 pub mod convert;
 pub mod error;
 pub mod hf;
+pub mod llama2c_export;
+pub mod lowrank;
 pub mod mix;
 pub mod names;
 pub mod pipeline;

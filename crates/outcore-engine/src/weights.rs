@@ -16,6 +16,23 @@ pub struct WRef {
     pub ty: GgmlType,
     /// ggml order: ne[0] = row length, ne[1] = rows (1 for vectors).
     pub ne: [u64; 2],
+    /// Set when the role is bound to a low-rank pair W ~ A.B (`NAME.lr_a`, `NAME.lr_b`, written by
+    /// `outcore compress`): `offset..offset+len` then spans both factors and `ty` is A's type.
+    pub low_rank: Option<LowRank>,
+}
+
+/// Where the two factors of a low-rank weight lie inside its `WRef` span. A is `[rank, rows]`
+/// (ggml order), B is `[row length, rank]`; the forward pass computes (x.B^T).A^T.
+#[derive(Clone, Copy, Debug)]
+pub struct LowRank {
+    pub rank: u64,
+    pub a_ty: GgmlType,
+    /// Start of A's bytes relative to the span start, and their length.
+    pub a_at: usize,
+    pub a_len: usize,
+    pub b_ty: GgmlType,
+    pub b_at: usize,
+    pub b_len: usize,
 }
 
 impl WRef {
@@ -99,10 +116,58 @@ struct Binder<'s, S: TensorLookup> {
 }
 
 impl<S: TensorLookup> Binder<'_, S> {
+    /// A role stored as a low-rank pair `NAME.lr_a` [rank, rows] + `NAME.lr_b` [cols, rank].
+    fn get_low_rank(&self, name: &str, expect: &[u64]) -> Result<Option<WRef>> {
+        let (Some(a), Some(b)) = (
+            self.src.lookup(&format!("{name}.lr_a"))?,
+            self.src.lookup(&format!("{name}.lr_b"))?,
+        ) else {
+            return Ok(None);
+        };
+        let rank = a.shape[0];
+        let rows = expect.get(1).copied().unwrap_or(1);
+        if expect.len() != 2 || a.shape != [rank, rows] || b.shape != [expect[0], rank] {
+            return Err(EngineError::TensorShape {
+                name: format!("{name}.lr_a/.lr_b"),
+                expected: expect.to_vec(),
+                found: [a.shape, b.shape].concat(),
+            });
+        }
+        let at = |v: &TensorView<'_>| {
+            locate(&self.bases, v.bytes).ok_or_else(|| EngineError::Unsupported {
+                what: format!("tensor `{name}` factor does not lie in a mapping"),
+            })
+        };
+        let ((sa, oa), (sb, ob)) = (at(&a)?, at(&b)?);
+        if sa != sb {
+            return Err(EngineError::Unsupported {
+                what: format!("low-rank factors of `{name}` lie in different shards"),
+            });
+        }
+        let start = oa.min(ob);
+        let end = (oa + a.bytes.len()).max(ob + b.bytes.len());
+        Ok(Some(WRef {
+            shard: sa,
+            offset: start,
+            len: end - start,
+            ty: a.ty,
+            ne: [expect[0], rows],
+            low_rank: Some(LowRank {
+                rank,
+                a_ty: a.ty,
+                a_at: oa - start,
+                a_len: a.bytes.len(),
+                b_ty: b.ty,
+                b_at: ob - start,
+                b_len: b.bytes.len(),
+            }),
+        }))
+    }
+
     fn get(&self, role: Role, layer: usize, expect: &[u64]) -> Result<Option<WRef>> {
         let name = names::name(self.scheme, role, layer);
         let Some(view) = self.src.lookup(&name)? else {
-            return Ok(None);
+            return self.get_low_rank(&name, expect);
         };
         let shape: Vec<u64> = view.shape.to_vec();
         let mut want = expect.to_vec();
@@ -131,6 +196,7 @@ impl<S: TensorLookup> Binder<'_, S> {
             len: view.bytes.len(),
             ty: view.ty,
             ne: [expect[0], expect.get(1).copied().unwrap_or(1)],
+            low_rank: None,
         }))
     }
 
@@ -205,6 +271,15 @@ pub fn bind<S: TensorLookup>(src: &S, scheme: Scheme, cfg: &ModelConfig) -> Resu
 }
 
 fn check_type(w: &WRef) -> Result<()> {
+    if let Some(lr) = w.low_rank {
+        for ty in [lr.a_ty, lr.b_ty] {
+            check_type(&WRef {
+                ty,
+                low_rank: None,
+                ..*w
+            })?;
+        }
+    }
     match w.ty {
         GgmlType::Q8_1 | GgmlType::Q8_K => Err(EngineError::TensorType {
             name: format!("{w:?}"),

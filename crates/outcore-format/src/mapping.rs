@@ -210,6 +210,31 @@ impl Mapping {
         })
     }
 
+    /// An owned, read-mode copy of bytes derived from the file at `path` (e.g. a re-laid-out
+    /// llama2.c checkpoint): tensor views can borrow it like any mapping. `path` and its identity
+    /// name where the bytes came from.
+    pub fn from_bytes(path: impl AsRef<Path>, bytes: &[u8]) -> Result<Mapping, FormatError> {
+        let path = path.as_ref();
+        let file = File::open(path).map_err(|e| FormatError::io(path, e))?;
+        let meta = file.metadata().map_err(|e| FormatError::io(path, e))?;
+        let mut buf = vec![Line([0; 64]); bytes.len().div_ceil(64).max(1)];
+        bytemuck::cast_slice_mut::<Line, u8>(&mut buf)[..bytes.len()].copy_from_slice(bytes);
+        Ok(Mapping {
+            storage: Storage::Owned(buf),
+            len: bytes.len(),
+            path: path.to_path_buf(),
+            mode: LoadMode::Read,
+            file,
+            identity: FileIdentity {
+                dev: meta.dev(),
+                inode: meta.ino(),
+                size: meta.len(),
+                mtime: (meta.mtime(), meta.mtime_nsec()),
+            },
+            shared_lock: false,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

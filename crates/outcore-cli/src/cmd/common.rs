@@ -41,6 +41,9 @@ pub struct ModelArgs {
     /// Chat template override: a built-in name (chatml, llama2, llama3, mistral, zephyr) or Jinja source.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
+    /// Tokenizer for a llama2.c checkpoint: its tokenizer.bin, or a GGUF / HF directory (default: tokenizer.bin beside the model).
+    #[arg(long = "tokenizer")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -83,6 +86,7 @@ impl ModelArgs {
             max_ram: self.max_ram,
             cache_type,
             chat_template: self.chat_template.clone(),
+            tokenizer: self.tokenizer.clone(),
             ..Default::default()
         };
         match self.ctx_size {

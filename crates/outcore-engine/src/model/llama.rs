@@ -94,6 +94,29 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
 
     fn matmul(&self, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         let rows = w.ne[1] as usize;
+        if let Some(lr) = w.low_rank {
+            // W ~ A.B: two thin products, x.B^T (n x rank) then .A^T (n x rows).
+            let bytes = self.get(w);
+            let k = lr.rank;
+            let (b_shape, a_shape) = ([w.ne[0], k], [k, w.ne[1]]);
+            let b = TensorView {
+                name: "",
+                ty: lr.b_ty,
+                shape: &b_shape,
+                bytes: &bytes[lr.b_at..lr.b_at + lr.b_len],
+            };
+            let a = TensorView {
+                name: "",
+                ty: lr.a_ty,
+                shape: &a_shape,
+                bytes: &bytes[lr.a_at..lr.a_at + lr.a_len],
+            };
+            let mut t = vec![0f32; n * k as usize];
+            let kerr = |e: outcore_kernels::KernelError| EngineError::Kernel(e.to_string());
+            outcore_kernels::matmul::matmul(&b, &x[..n * w.ne[0] as usize], n, &mut t)
+                .map_err(kerr)?;
+            return outcore_kernels::matmul::matmul(&a, &t, n, &mut out[..n * rows]).map_err(kerr);
+        }
         outcore_kernels::matmul::matmul(
             &self.view(w),
             &x[..n * w.ne[0] as usize],
@@ -219,6 +242,25 @@ fn attend_head(
     }
 }
 
+/// The input of a group of linear layers, as seen by an [`Observer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LinearInput {
+    /// Normed residual before attention: the input of attn_q, attn_k, attn_v.
+    Attn,
+    /// Concatenated head outputs: the input of attn_output.
+    AttnOut,
+    /// Normed residual before the FFN: the input of ffn_gate, ffn_up.
+    Ffn,
+    /// SwiGLU product: the input of ffn_down.
+    FfnDown,
+}
+
+/// Sees each linear layer's input rows during a forward pass (calibration for low-rank
+/// compression). `x` holds n_tokens rows of the layer's input width.
+pub trait Observer: Sync {
+    fn observe(&self, layer: usize, input: LinearInput, x: &[f32]);
+}
+
 /// Runs the graph over a batch of sequences; returns, per sequence, the logits of its last token
 /// (n_vocab values) or of all its tokens (n_tokens x n_vocab) when `all_logits`.
 pub fn forward<B: WeightBytes + ?Sized>(
@@ -227,6 +269,18 @@ pub fn forward<B: WeightBytes + ?Sized>(
     src: &B,
     seqs: &mut [SeqBatch<'_>],
     sc: &mut Scratch,
+) -> Result<Vec<Vec<f32>>> {
+    forward_observed(cfg, w, src, seqs, sc, None)
+}
+
+/// [`forward`] with an optional observer of the linear layers' inputs.
+pub fn forward_observed<B: WeightBytes + ?Sized>(
+    cfg: &ModelConfig,
+    w: &Weights,
+    src: &B,
+    seqs: &mut [SeqBatch<'_>],
+    sc: &mut Scratch,
+    obs: Option<&dyn Observer>,
 ) -> Result<Vec<Vec<f32>>> {
     let d = cfg.n_embd;
     let (qd, kvd, ff, hd) = (cfg.q_dim(), cfg.kv_dim(), cfg.n_ff, cfg.head_dim);
@@ -294,6 +348,9 @@ pub fn forward<B: WeightBytes + ?Sized>(
                 &mut sc.xn[i * d..(i + 1) * d],
             );
         }
+        if let Some(o) = obs {
+            o.observe(l, LinearInput::Attn, &sc.xn[..n * d]);
+        }
         ub.matmul(&lw.wq, &sc.xn, n, &mut sc.q)?;
         ub.matmul(&lw.wk, &sc.xn, n, &mut sc.k)?;
         ub.matmul(&lw.wv, &sc.xn, n, &mut sc.v)?;
@@ -355,6 +412,9 @@ pub fn forward<B: WeightBytes + ?Sized>(
                     attend_head(qh, caches[si], l, h / group, p, scores, out);
                 });
         }
+        if let Some(o) = obs {
+            o.observe(l, LinearInput::AttnOut, &sc.att[..n * qd]);
+        }
         ub.matmul(&lw.wo, &sc.att, n, &mut sc.proj)?;
         for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
             *x += y;
@@ -369,10 +429,16 @@ pub fn forward<B: WeightBytes + ?Sized>(
                 &mut sc.xn[i * d..(i + 1) * d],
             );
         }
+        if let Some(o) = obs {
+            o.observe(l, LinearInput::Ffn, &sc.xn[..n * d]);
+        }
         ub.matmul(&lw.w_gate, &sc.xn, n, &mut sc.gate)?;
         ub.matmul(&lw.w_up, &sc.xn, n, &mut sc.up)?;
         for (g, u) in sc.gate[..n * ff].iter_mut().zip(&sc.up[..n * ff]) {
             *g = (*g / (1.0 + (-*g).exp())) * u;
+        }
+        if let Some(o) = obs {
+            o.observe(l, LinearInput::FfnDown, &sc.gate[..n * ff]);
         }
         ub.matmul(&lw.w_down, &sc.gate, n, &mut sc.proj)?;
         for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {

@@ -2,6 +2,7 @@
 //! chat template and compute pool. `State` is one sequence (KV cache + position + scratch).
 
 pub mod llama;
+pub mod llama2c;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ use llama::{Scratch, SeqBatch, WeightBytes};
 pub enum Source {
     Gguf(GgufFile),
     Hf(SafetensorsModel),
+    /// A llama2.c v2 int8 checkpoint, re-laid out in memory (see [`llama2c`]).
+    Llama2c(llama2c::Llama2cSource),
 }
 
 impl Source {
@@ -35,6 +38,7 @@ impl Source {
         match self {
             Source::Gguf(f) => vec![f.path().to_path_buf()],
             Source::Hf(m) => m.shards().iter().map(|s| s.path().to_path_buf()).collect(),
+            Source::Llama2c(s) => vec![s.image.path().to_path_buf()],
         }
     }
 
@@ -43,6 +47,7 @@ impl Source {
         match self {
             Source::Gguf(f) => vec![f.mapping()],
             Source::Hf(m) => m.shards().iter().map(|s| s.mapping()).collect(),
+            Source::Llama2c(s) => vec![&s.image],
         }
     }
 }
@@ -51,6 +56,7 @@ impl TensorLookup for Source {
     fn lookup(&self, name: &str) -> Result<Option<TensorView<'_>>> {
         match self {
             Source::Gguf(f) => Ok(f.tensor(name)),
+            Source::Llama2c(s) => Ok(s.tensor(name)),
             Source::Hf(m) if !m.contains(name) => Ok(None),
             Source::Hf(m) => m.get(name).map(Some).map_err(|e| EngineError::Format {
                 path: m.root().to_path_buf(),
@@ -92,6 +98,9 @@ pub struct LoadOptions {
     pub cache_type: CacheType,
     /// Override of the chat template: a built-in name (`chatml`, `llama3`, ...) or a Jinja source.
     pub chat_template: Option<String>,
+    /// Tokenizer for a checkpoint that has none inside (llama2.c): a tokenizer.bin, a GGUF file or
+    /// an HF directory (default: tokenizer.bin beside the checkpoint).
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -106,6 +115,7 @@ impl Default for LoadOptions {
                 .unwrap_or(1),
             cache_type: CacheType::F16,
             chat_template: None,
+            tokenizer: None,
         }
     }
 }
@@ -199,6 +209,11 @@ impl Model {
                 (None, None)
             };
             (Source::Hf(st), config, Scheme::Hf, tokenizer, template)
+        } else if llama2c::is_llama2c(path) {
+            let s = llama2c::Llama2cSource::open(path)?;
+            let tok = s.tokenizer(path, opts.tokenizer.as_deref())?;
+            let config = s.config.clone();
+            (Source::Llama2c(s), config, Scheme::Gguf, tok, None)
         } else {
             let is_gguf = {
                 use std::io::Read;
@@ -329,6 +344,15 @@ impl Model {
     }
 
     fn run(&self, seqs: &mut [SeqBatch<'_>], scratch: &mut Scratch) -> Result<Vec<Vec<f32>>> {
+        self.run_observed(seqs, scratch, None)
+    }
+
+    fn run_observed(
+        &self,
+        seqs: &mut [SeqBatch<'_>],
+        scratch: &mut Scratch,
+        obs: Option<&dyn llama::Observer>,
+    ) -> Result<Vec<Vec<f32>>> {
         let maps = self.source.mappings();
         let residency = self.residency.as_ref().filter(|r| r.is_streaming());
         let _one_pass = residency.map(|r| r.gate.lock().unwrap_or_else(|e| e.into_inner()));
@@ -336,8 +360,31 @@ impl Model {
             maps: &maps,
             residency,
         };
-        self.pool
-            .install(|| llama::forward(&self.config, &self.weights, &bytes, seqs, scratch))
+        self.pool.install(|| {
+            llama::forward_observed(&self.config, &self.weights, &bytes, seqs, scratch, obs)
+        })
+    }
+
+    /// Evaluates `tokens` in one micro-batch while `obs` sees every linear layer's input
+    /// (calibration); returns the logits of the last token.
+    pub fn forward_observed(
+        &self,
+        state: &mut State,
+        tokens: &[u32],
+        obs: &dyn llama::Observer,
+    ) -> Result<Vec<f32>> {
+        let mut scratch = std::mem::take(&mut state.scratch);
+        let mut seqs = [SeqBatch {
+            kv: &mut state.kv,
+            pos: state.pos,
+            tokens,
+            all_logits: false,
+        }];
+        let r = self.run_observed(&mut seqs, &mut scratch, Some(obs));
+        state.scratch = scratch;
+        let mut l = r?;
+        state.pos += tokens.len();
+        Ok(std::mem::take(&mut l[0]))
     }
 
     /// The residency manager, when the model is (partly) streamed.
