@@ -143,6 +143,18 @@ fn guarded<T>(
     }
 }
 
+/// Moves finished and cancelled sequences' states to `free` for reuse.
+fn reap(active: &mut Vec<Active>, free: &mut Vec<SeqState>) {
+    let mut i = 0;
+    while i < active.len() {
+        if active[i].done || active[i].events.is_closed() {
+            free.push(active.swap_remove(i).seq);
+        } else {
+            i += 1;
+        }
+    }
+}
+
 fn run(
     engine: &dyn Engine,
     parallel: usize,
@@ -151,6 +163,8 @@ fn run(
     stats: &ModelStats,
 ) {
     let mut active: Vec<Active> = Vec::with_capacity(parallel);
+    // One sequence state (KV cache) per slot, allocated on first use and then reused.
+    let mut free: Vec<SeqState> = Vec::with_capacity(parallel);
     let mut disconnected = false;
     loop {
         if stop.load(Ordering::SeqCst) {
@@ -190,11 +204,13 @@ fn run(
                     .send(Event::Error("the model was unloaded".into()));
                 continue;
             }
-            if let Some(a) = start(engine, job, stats) {
-                active.push(a);
+            match start(engine, job, free.pop(), stats) {
+                Ok(a) => active.push(a),
+                Err(Some(seq)) => free.push(seq),
+                Err(None) => {}
             }
         }
-        active.retain(|a| !a.done && !a.events.is_closed());
+        reap(&mut active, &mut free);
         stats.active.store(active.len(), Ordering::Relaxed);
         if active.is_empty() {
             if disconnected {
@@ -203,29 +219,46 @@ fn run(
             continue;
         }
         step(engine, &mut active, stats);
-        active.retain(|a| !a.done && !a.events.is_closed());
+        reap(&mut active, &mut free);
         stats.active.store(active.len(), Ordering::Relaxed);
     }
     stats.active.store(0, Ordering::Relaxed);
 }
 
-/// Prefill and first token. `None` when the job already finished (or failed, or its client left).
-fn start(engine: &dyn Engine, mut job: Job, stats: &ModelStats) -> Option<Active> {
+/// Prefill and first token, in a reused sequence state if there is one. On failure, gives back
+/// the state (when it is still usable) after reporting the error to the job.
+fn start(
+    engine: &dyn Engine,
+    mut job: Job,
+    reuse: Option<SeqState>,
+    stats: &ModelStats,
+) -> Result<Active, Option<SeqState>> {
     drop(job.ticket.take());
     if job.events.is_closed() {
-        return None;
+        return Err(reuse);
     }
     let t0 = Instant::now();
-    let prefill = guarded("prefill", || {
-        let mut seq = engine.new_sequence()?;
-        let logits = engine.prefill(&mut seq, &job.prompt)?;
-        Ok((seq, logits))
-    });
-    let (seq, mut logits) = match prefill {
-        Ok(x) => x,
+    let mut seq = match reuse {
+        Some(mut s) => match guarded("reset", || engine.reset_sequence(&mut s)) {
+            Ok(()) => s,
+            Err(e) => {
+                let _ = job.events.send(Event::Error(e.to_string()));
+                return Err(None);
+            }
+        },
+        None => match guarded("new sequence", || engine.new_sequence()) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = job.events.send(Event::Error(e.to_string()));
+                return Err(None);
+            }
+        },
+    };
+    let mut logits = match guarded("prefill", || engine.prefill(&mut seq, &job.prompt)) {
+        Ok(l) => l,
         Err(e) => {
             let _ = job.events.send(Event::Error(e.to_string()));
-            return None;
+            return Err(Some(seq));
         }
     };
     stats.record_prefill(job.prompt.len(), t0.elapsed());
@@ -248,7 +281,11 @@ fn start(engine: &dyn Engine, mut job: Job, stats: &ModelStats) -> Option<Active
         Ok(t) => accept(engine, &mut a, t, stats),
         Err(e) => fail(&mut a, e),
     }
-    (!a.done).then_some(a)
+    if a.done {
+        Err(Some(a.seq))
+    } else {
+        Ok(a)
+    }
 }
 
 fn sample(a: &mut Active, logits: &mut [f32]) -> Result<u32, EngineError> {

@@ -460,6 +460,9 @@ async fn continuous_batching_and_no_crosstalk() {
         );
         assert_eq!(v["usage"]["prompt_tokens"], i + 2);
     }
+    let live = f.loader.stats.live_sequences.load(Ordering::SeqCst);
+    assert!(live <= 4, "{live} sequence states for 4 slots");
+    assert_eq!(f.loader.stats.resets.load(Ordering::SeqCst) + live, 6);
     let max = f.loader.stats.max_batch.load(Ordering::SeqCst);
     assert!((2..=4).contains(&max), "max batch {max}");
 }
@@ -561,12 +564,12 @@ async fn disconnect_cancels_generation() {
     let mut body = resp.into_body();
     body.frame().await.unwrap().unwrap();
     body.frame().await.unwrap().unwrap();
-    assert_eq!(f.loader.stats.live_sequences.load(Ordering::SeqCst), 1);
+    let stats = f.state.registry.stats("m").unwrap();
+    assert_eq!(stats.active.load(Ordering::SeqCst), 1);
     drop(body);
-    let stats = f.loader.stats.clone();
-    eventually("the sequence to be freed", || {
+    eventually("the sequence to be cancelled", || {
         let s = stats.clone();
-        async move { s.live_sequences.load(Ordering::SeqCst) == 0 }
+        async move { s.active.load(Ordering::SeqCst) == 0 }
     })
     .await;
     // The slot is free again.
@@ -590,15 +593,18 @@ async fn disconnect_cancels_generation() {
     });
     eventually("the second sequence to start", || {
         let s = stats.clone();
-        async move { s.live_sequences.load(Ordering::SeqCst) == 1 }
+        async move { s.active.load(Ordering::SeqCst) == 1 }
     })
     .await;
     t.abort();
-    eventually("the second sequence to be freed", || {
+    eventually("the second sequence to be cancelled", || {
         let s = stats.clone();
-        async move { s.live_sequences.load(Ordering::SeqCst) == 0 }
+        async move { s.active.load(Ordering::SeqCst) == 0 }
     })
     .await;
+    // One slot, so one sequence state, reused each time.
+    assert_eq!(f.loader.stats.live_sequences.load(Ordering::SeqCst), 1);
+    assert_eq!(f.loader.stats.resets.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

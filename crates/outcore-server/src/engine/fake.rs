@@ -25,8 +25,10 @@ pub struct FakeStats {
     pub decode_steps: AtomicUsize,
     /// Largest number of sequences seen in one `decode_batch`.
     pub max_batch: AtomicUsize,
-    /// Sequences alive now (created and not dropped).
+    /// Sequences alive now (created and not dropped): at most `parallel` while loaded.
     pub live_sequences: AtomicUsize,
+    /// Sequences reused for a new request.
+    pub resets: AtomicUsize,
 }
 
 #[derive(Clone, Debug)]
@@ -183,6 +185,14 @@ impl Engine for FakeEngine {
             generated: 0,
             stats: self.stats.clone(),
         }))
+    }
+
+    fn reset_sequence(&self, state: &mut SeqState) -> Result<(), EngineError> {
+        let s = seq(state)?;
+        s.pos = 0;
+        s.generated = 0;
+        self.stats.resets.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     fn prefill(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {

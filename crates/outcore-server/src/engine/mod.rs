@@ -107,8 +107,11 @@ pub trait Engine: Send + Sync {
     fn is_eog(&self, token: u32) -> bool;
     fn decoder(&self) -> Box<dyn TextDecoder>;
     fn sampler(&self, sampling: &Sampling) -> Box<dyn TokenSampler>;
-    /// A fresh sequence with a KV cache of `n_ctx()` positions.
+    /// A fresh sequence with a KV cache of `n_ctx()` positions. Workers keep one per slot and
+    /// reuse it, so this runs at most `parallel` times per load.
     fn new_sequence(&self) -> Result<SeqState, EngineError>;
+    /// Empties a sequence for the next request (position 0; the KV memory is kept).
+    fn reset_sequence(&self, seq: &mut SeqState) -> Result<(), EngineError>;
     /// Evaluates a prompt; returns the logits of its last token.
     fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
     /// One batched decoding step: `tokens[i]` is fed to `seqs[i]`; returns each one's logits.

@@ -16,8 +16,9 @@ use super::{
 };
 use crate::config::ModelConfig;
 
-/// Context per sequence when the config names none: the model's, capped to bound the KV cache.
-pub const DEFAULT_N_CTX_CAP: usize = 4096;
+/// Context per sequence when the config names none: the model's, capped to bound the KV cache
+/// (each slot keeps its own; SmolLM2-135M's f16 cache is 23 MiB per 1024 positions).
+pub const DEFAULT_N_CTX_CAP: usize = 2048;
 
 /// Loads GGUF files / HF directories with `outcore_engine`.
 pub struct OutcoreLoader;
@@ -104,7 +105,7 @@ pub struct OutcoreEngine {
     model: Arc<Model>,
     n_ctx: usize,
     kv_bytes: u64,
-    /// Sequences alive (their KV caches count as resident memory).
+    /// Sequences alive, in use or kept by a worker's free slots (their KV caches count as resident).
     live: Arc<AtomicUsize>,
 }
 
@@ -200,6 +201,11 @@ impl Engine for OutcoreEngine {
             state: self.model.new_state(self.n_ctx),
             live: self.live.clone(),
         }))
+    }
+
+    fn reset_sequence(&self, seq: &mut SeqState) -> Result<(), EngineError> {
+        state(seq)?.truncate(0);
+        Ok(())
     }
 
     fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
