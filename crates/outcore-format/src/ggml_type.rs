@@ -36,21 +36,111 @@ struct Row {
 }
 
 const TABLE: [Row; 15] = [
-    Row { ty: GgmlType::F32, id: 0, name: "F32", block: 1, bytes: 4 },
-    Row { ty: GgmlType::F16, id: 1, name: "F16", block: 1, bytes: 2 },
-    Row { ty: GgmlType::Q4_0, id: 2, name: "Q4_0", block: 32, bytes: 18 },
-    Row { ty: GgmlType::Q4_1, id: 3, name: "Q4_1", block: 32, bytes: 20 },
-    Row { ty: GgmlType::Q5_0, id: 6, name: "Q5_0", block: 32, bytes: 22 },
-    Row { ty: GgmlType::Q5_1, id: 7, name: "Q5_1", block: 32, bytes: 24 },
-    Row { ty: GgmlType::Q8_0, id: 8, name: "Q8_0", block: 32, bytes: 34 },
-    Row { ty: GgmlType::Q8_1, id: 9, name: "Q8_1", block: 32, bytes: 36 },
-    Row { ty: GgmlType::Q2_K, id: 10, name: "Q2_K", block: QK_K, bytes: 84 },
-    Row { ty: GgmlType::Q3_K, id: 11, name: "Q3_K", block: QK_K, bytes: 110 },
-    Row { ty: GgmlType::Q4_K, id: 12, name: "Q4_K", block: QK_K, bytes: 144 },
-    Row { ty: GgmlType::Q5_K, id: 13, name: "Q5_K", block: QK_K, bytes: 176 },
-    Row { ty: GgmlType::Q6_K, id: 14, name: "Q6_K", block: QK_K, bytes: 210 },
-    Row { ty: GgmlType::Q8_K, id: 15, name: "Q8_K", block: QK_K, bytes: 292 },
-    Row { ty: GgmlType::BF16, id: 30, name: "BF16", block: 1, bytes: 2 },
+    Row {
+        ty: GgmlType::F32,
+        id: 0,
+        name: "F32",
+        block: 1,
+        bytes: 4,
+    },
+    Row {
+        ty: GgmlType::F16,
+        id: 1,
+        name: "F16",
+        block: 1,
+        bytes: 2,
+    },
+    Row {
+        ty: GgmlType::Q4_0,
+        id: 2,
+        name: "Q4_0",
+        block: 32,
+        bytes: 18,
+    },
+    Row {
+        ty: GgmlType::Q4_1,
+        id: 3,
+        name: "Q4_1",
+        block: 32,
+        bytes: 20,
+    },
+    Row {
+        ty: GgmlType::Q5_0,
+        id: 6,
+        name: "Q5_0",
+        block: 32,
+        bytes: 22,
+    },
+    Row {
+        ty: GgmlType::Q5_1,
+        id: 7,
+        name: "Q5_1",
+        block: 32,
+        bytes: 24,
+    },
+    Row {
+        ty: GgmlType::Q8_0,
+        id: 8,
+        name: "Q8_0",
+        block: 32,
+        bytes: 34,
+    },
+    Row {
+        ty: GgmlType::Q8_1,
+        id: 9,
+        name: "Q8_1",
+        block: 32,
+        bytes: 36,
+    },
+    Row {
+        ty: GgmlType::Q2_K,
+        id: 10,
+        name: "Q2_K",
+        block: QK_K,
+        bytes: 84,
+    },
+    Row {
+        ty: GgmlType::Q3_K,
+        id: 11,
+        name: "Q3_K",
+        block: QK_K,
+        bytes: 110,
+    },
+    Row {
+        ty: GgmlType::Q4_K,
+        id: 12,
+        name: "Q4_K",
+        block: QK_K,
+        bytes: 144,
+    },
+    Row {
+        ty: GgmlType::Q5_K,
+        id: 13,
+        name: "Q5_K",
+        block: QK_K,
+        bytes: 176,
+    },
+    Row {
+        ty: GgmlType::Q6_K,
+        id: 14,
+        name: "Q6_K",
+        block: QK_K,
+        bytes: 210,
+    },
+    Row {
+        ty: GgmlType::Q8_K,
+        id: 15,
+        name: "Q8_K",
+        block: QK_K,
+        bytes: 292,
+    },
+    Row {
+        ty: GgmlType::BF16,
+        id: 30,
+        name: "BF16",
+        block: 1,
+        bytes: 2,
+    },
 ];
 
 /// Names of ggml type ids that exist in ggml but that outcore does not handle (for error messages).
@@ -112,7 +202,10 @@ impl GgmlType {
 
     /// Parses a type name, case-insensitively ("q4_k", "F16", "bf16").
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE.iter().find(|r| r.name.eq_ignore_ascii_case(name)).map(|r| r.ty)
+        TABLE
+            .iter()
+            .find(|r| r.name.eq_ignore_ascii_case(name))
+            .map(|r| r.ty)
     }
 
     /// Elements per block (1 for float types).

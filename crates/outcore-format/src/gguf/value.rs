@@ -261,9 +261,17 @@ pub enum MetadataError {
     #[error("missing metadata key `{key}`")]
     Missing { key: String },
     #[error("metadata key `{key}` has type {found}, expected {expected}")]
-    WrongType { key: String, expected: &'static str, found: &'static str },
+    WrongType {
+        key: String,
+        expected: &'static str,
+        found: &'static str,
+    },
     #[error("metadata key `{key}` = {value} is out of range for {expected}")]
-    OutOfRange { key: String, expected: &'static str, value: String },
+    OutOfRange {
+        key: String,
+        expected: &'static str,
+        value: String,
+    },
 }
 
 /// Ordered key/value metadata with O(1) lookup.
@@ -321,10 +329,16 @@ impl Metadata {
     }
 
     fn need(&self, key: &str) -> Result<&Value, MetadataError> {
-        self.get(key).ok_or_else(|| MetadataError::Missing { key: key.to_string() })
+        self.get(key).ok_or_else(|| MetadataError::Missing {
+            key: key.to_string(),
+        })
     }
 
-    fn int_in<T: TryFrom<i128>>(&self, key: &str, expected: &'static str) -> Result<T, MetadataError> {
+    fn int_in<T: TryFrom<i128>>(
+        &self,
+        key: &str,
+        expected: &'static str,
+    ) -> Result<T, MetadataError> {
         let v = self.need(key)?;
         let i = v.as_int().ok_or(MetadataError::WrongType {
             key: key.to_string(),
@@ -358,11 +372,13 @@ impl Metadata {
     /// A float (f32/f64) or integer value as f32.
     pub fn get_f32(&self, key: &str) -> Result<f32, MetadataError> {
         let v = self.need(key)?;
-        v.as_f64().map(|x| x as f32).ok_or(MetadataError::WrongType {
-            key: key.to_string(),
-            expected: "f32",
-            found: v.value_type().name(),
-        })
+        v.as_f64()
+            .map(|x| x as f32)
+            .ok_or(MetadataError::WrongType {
+                key: key.to_string(),
+                expected: "f32",
+                found: v.value_type().name(),
+            })
     }
 
     pub fn get_bool(&self, key: &str) -> Result<bool, MetadataError> {
@@ -426,18 +442,34 @@ impl Metadata {
 
     /// Optional variants: Ok(None) when the key is absent, Err when present with a wrong type.
     pub fn opt_u32(&self, key: &str) -> Result<Option<u32>, MetadataError> {
-        if self.contains(key) { self.get_u32(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_u32(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn opt_f32(&self, key: &str) -> Result<Option<f32>, MetadataError> {
-        if self.contains(key) { self.get_f32(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_f32(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn opt_bool(&self, key: &str) -> Result<Option<bool>, MetadataError> {
-        if self.contains(key) { self.get_bool(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_bool(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     pub fn opt_str(&self, key: &str) -> Result<Option<&str>, MetadataError> {
-        if self.contains(key) { self.get_str(key).map(Some) } else { Ok(None) }
+        if self.contains(key) {
+            self.get_str(key).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 }
