@@ -23,8 +23,12 @@ fn demo_model() -> PathBuf {
     p
 }
 
+/// shared/tools, next to the fixtures (OUTCORE_FIXTURES/../tools when that is set).
 fn shared_tools() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools")
+    match std::env::var("OUTCORE_FIXTURES") {
+        Ok(f) => Path::new(&f).join("../tools"),
+        Err(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/tools"),
+    }
 }
 
 #[test]
