@@ -305,7 +305,7 @@ impl ModelConfig {
                 self.n_embd, self.n_layer, self.n_ff, self.n_vocab, self.head_dim
             ));
         }
-        if self.rope_dims > self.head_dim || self.rope_dims % 2 != 0 {
+        if self.rope_dims > self.head_dim || !self.rope_dims.is_multiple_of(2) {
             return bad(format!(
                 "rope dimension count {} vs head_dim {}",
                 self.rope_dims, self.head_dim

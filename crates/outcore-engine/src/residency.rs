@@ -152,7 +152,7 @@ fn fill(
     files: &[File],
     direct: &[bool],
     parts: &[Part],
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
 ) -> std::io::Result<Vec<usize>> {
     let mut starts = Vec::with_capacity(parts.len());
     let mut at = buf.as_ptr().align_offset(ALIGN);
