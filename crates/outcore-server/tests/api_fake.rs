@@ -952,3 +952,45 @@ async fn serves_on_an_ephemeral_port_and_shuts_down() {
         "models are unloaded at shutdown"
     );
 }
+
+#[tokio::test]
+async fn shutdown_deadline_ends_open_streams() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let opts = FakeOptions {
+        endless: true,
+        step_delay: Duration::from_millis(2),
+        ..Default::default()
+    };
+    let f = fixture(&[("m", 10)], opts, |m| m.n_ctx = Some(1_000_000), |_| {});
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(outcore_server::serve_on(
+        listener,
+        f.state.clone(),
+        async move {
+            let _ = stop_rx.await;
+        },
+        Duration::from_millis(200),
+    ));
+    let body = json!({"model": "m", "prompt": "x", "stream": true}).to_string();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // The stream never ends by itself; shutdown waits for it only until the deadline.
+    stop_tx.send(()).unwrap();
+    server.await.unwrap().unwrap();
+    // The worker ended the open generation, so its request lets go of the model.
+    let stats = f.loader.stats.clone();
+    eventually("the engine to be dropped", || {
+        let s = stats.clone();
+        async move { s.drops.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+}
