@@ -136,6 +136,7 @@ impl Llama2cSource {
 fn vocab_metadata(v: &Llama2cVocab) -> Metadata {
     let mut tokens = Vec::with_capacity(v.pieces.len());
     let mut types = Vec::with_capacity(v.pieces.len());
+    let mut seen = std::collections::HashSet::new();
     for (i, p) in v.pieces.iter().enumerate() {
         let (text, ty) = match std::str::from_utf8(p) {
             Ok(s) if s.starts_with("<0x") && s.len() == 6 => (s.to_string(), 6),
@@ -143,6 +144,14 @@ fn vocab_metadata(v: &Llama2cVocab) -> Metadata {
             Ok(s) => (s.replace(' ', "\u{2581}"), 1),
             Err(_) if p.len() == 1 => (format!("<0x{:02X}>", p[0]), 6),
             Err(_) => (String::from_utf8_lossy(p).replace(' ', "\u{2581}"), 1),
+        };
+        // Pieces must stay unique: a lossy or '▁'-mapped text that collides gets the byte escapes.
+        let text = if seen.insert(text.clone()) {
+            text
+        } else {
+            let esc: String = p.iter().map(|b| format!("<0x{b:02X}>")).collect();
+            seen.insert(esc.clone());
+            esc
         };
         tokens.push(text);
         types.push(ty);
