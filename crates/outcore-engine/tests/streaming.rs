@@ -1,0 +1,157 @@
+//! Streamed weights give the same tokens as weights in memory: the demo model (GGUF) and the
+//! sharded tiny-llama HF directory, run once over plain mmap and again with a `max_ram` small
+//! enough that the planner streams several layers (or every layer, at the least budget that can
+//! run), checked token for token and logit for logit.
+
+mod support;
+
+use std::path::Path;
+
+use outcore_engine::memory::plan::SAFETY_MARGIN;
+use outcore_engine::memory::Strategy;
+use outcore_engine::model::{model_sizes, LoadOptions, Model, Streaming};
+use outcore_engine::sampler::argmax;
+
+const N_CTX: usize = 128;
+
+fn opts(streaming: Streaming, max_ram: Option<u64>) -> LoadOptions {
+    LoadOptions {
+        streaming,
+        max_ram,
+        n_ctx_hint: N_CTX,
+        n_threads: 2,
+        ..Default::default()
+    }
+}
+
+fn load(path: &Path, o: &LoadOptions) -> Model {
+    Model::load(path, o).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Greedy decoding: the prompt's last logits, then `n` tokens with the logits of each step.
+fn greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let mut state = model.new_state(N_CTX);
+    let mut logits = model.forward(&mut state, prompt).unwrap();
+    let (mut toks, mut all) = (Vec::new(), Vec::new());
+    for _ in 0..n {
+        let t = argmax(&logits);
+        toks.push(t);
+        all.push(logits);
+        logits = model.forward(&mut state, &[t]).unwrap();
+    }
+    (toks, all)
+}
+
+/// The `max_ram` that leaves room for KV cache, scratch, margin, the hot non-layer tensors, the
+/// first `resident` layers and `ring` streaming buffers of the largest layer.
+fn max_ram_for(model: &Model, resident: usize, ring: u64) -> u64 {
+    let s = model_sizes(
+        model.source(),
+        &model.config,
+        &model.weights,
+        Default::default(),
+        N_CTX,
+    );
+    let max_layer = *s.layer_bytes.iter().max().unwrap();
+    s.kv_bytes_per_token * N_CTX as u64
+        + s.scratch_bytes
+        + SAFETY_MARGIN
+        + s.hot_non_layer()
+        + s.layer_bytes[..resident].iter().sum::<u64>()
+        + ring * max_layer
+}
+
+fn streamed_layers(model: &Model) -> std::ops::Range<usize> {
+    match &model.plan().strategy {
+        Strategy::Stream {
+            streamed_layers, ..
+        } => streamed_layers.clone(),
+        other => panic!(
+            "expected a streaming plan, got {other:?}: {}",
+            model.plan().summary()
+        ),
+    }
+}
+
+/// Runs `path` in memory and streamed with `k` resident layers and a ring of `ring` buffers,
+/// and checks tokens and logits agree exactly; returns the streamed model for more checks.
+fn check_same(path: &Path, prompt: &[u32], n: usize, resident: usize, ring: u64) -> Model {
+    let plain = load(path, &opts(Streaming::Off, None));
+    assert!(plain.residency().map_or(true, |r| !r.is_streaming()));
+    let want = greedy(&plain, prompt, n);
+    let cap = max_ram_for(&plain, resident, ring);
+    let n_layer = plain.config.n_layer;
+    drop(plain);
+
+    let streamed = load(path, &opts(Streaming::Force, Some(cap)));
+    assert_eq!(
+        streamed_layers(&streamed),
+        resident..n_layer,
+        "{}",
+        streamed.plan().summary()
+    );
+    assert_eq!(streamed.plan().window_bytes / ring, {
+        let s = model_sizes(
+            streamed.source(),
+            &streamed.config,
+            &streamed.weights,
+            Default::default(),
+            N_CTX,
+        );
+        *s.layer_bytes.iter().max().unwrap()
+    });
+    let r = streamed.residency().expect("a residency manager");
+    assert!(r.is_streaming());
+    let got = greedy(&streamed, prompt, n);
+    assert_eq!(got.0, want.0, "greedy tokens differ when streaming");
+    assert!(got.1 == want.1, "logits differ when streaming");
+    let st = r.stats();
+    // Every pass read every streamed layer (the prefetcher may be ahead by the ring).
+    assert!(
+        st.bytes_read >= r.streamed_bytes() * (n as u64 + 1),
+        "{st:?}"
+    );
+    streamed
+}
+
+#[test]
+fn demo_model_streams_half_its_layers_with_the_same_tokens() {
+    let path = support::demo_model();
+    let m = check_same(&path, &[1, 504, 3458, 282, 4649, 314], 12, 12, 2);
+    let r = m.residency().unwrap();
+    assert!(r.resident_bytes() > 0 && r.streamed_bytes() > 0);
+    // Auto (no --load stream) picks streaming by itself under the same cap.
+    let cap = m.plan().max_ram;
+    drop(m);
+    let auto = load(&path, &opts(Streaming::Auto, cap));
+    assert_eq!(streamed_layers(&auto), 12..auto.config.n_layer);
+}
+
+#[test]
+fn demo_model_runs_at_the_least_budget() {
+    // One layer in flight, nothing else resident: the smallest cap the planner accepts.
+    let path = support::demo_model();
+    let m = check_same(&path, &[1, 504, 3458, 282], 6, 0, 1);
+    assert!(m.plan().error.is_none(), "{}", m.plan().summary());
+    assert_eq!(m.plan().limit, m.plan().min_required);
+}
+
+#[test]
+fn sharded_safetensors_stream_like_gguf() {
+    let dir = support::fixtures().join("tiny-llama");
+    // Three layers: with two ring buffers nothing else fits, so every layer streams.
+    let m = check_same(&dir, &[1, 17, 42, 99, 7], 10, 0, 2);
+    assert!(m.source().paths().len() > 1, "the fixture is sharded");
+}
+
+#[test]
+fn plain_mmap_and_an_ample_budget_do_not_stream() {
+    let path = support::demo_model();
+    let m = load(&path, &opts(Streaming::Off, Some(1)));
+    assert!(m.residency().is_none());
+    assert_eq!(m.plan().strategy, Strategy::Mmap);
+    // Forced streaming with room for everything keeps every layer resident.
+    let m = load(&path, &opts(Streaming::Force, Some(64 << 30)));
+    assert!(m.residency().map_or(true, |r| !r.is_streaming()));
+    assert!(streamed_layers(&m).is_empty());
+}
