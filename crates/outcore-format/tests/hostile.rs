@@ -1,4 +1,4 @@
-//! Hostile GGUF files: a tiny builder that can write lies, and one test per lie, each asserting the
+//! Hostile GGUF files: the shared builder that can write lies (`support/hostile_gen.rs`), and one test per lie, each asserting the
 //! specific `FormatError` variant. Plus truncation at every byte and random corruption (no panics).
 mod common;
 
@@ -6,67 +6,10 @@ use std::path::Path;
 
 use outcore_format::{FormatError, GgufFile, LoadMode};
 
-const F32: u32 = 0;
-const Q4_0: u32 = 2;
-const T_U32: u32 = 4;
-const T_STRING: u32 = 8;
-const T_ARRAY: u32 = 9;
-const T_U64: u32 = 10;
+#[path = "support/hostile_gen.rs"]
+mod hostile_gen;
 
-/// Emits GGUF bytes piece by piece; nothing is checked, so it can lie about anything.
-#[derive(Default, Clone)]
-struct Gguf {
-    b: Vec<u8>,
-}
-
-impl Gguf {
-    fn header(magic: &[u8; 4], version: u32, n_tensors: u64, n_kv: u64) -> Gguf {
-        Gguf::default()
-            .raw(magic)
-            .u32(version)
-            .u64(n_tensors)
-            .u64(n_kv)
-    }
-    fn v3(n_tensors: u64, n_kv: u64) -> Gguf {
-        Gguf::header(b"GGUF", 3, n_tensors, n_kv)
-    }
-    fn raw(mut self, x: &[u8]) -> Gguf {
-        self.b.extend_from_slice(x);
-        self
-    }
-    fn u32(self, x: u32) -> Gguf {
-        self.raw(&x.to_le_bytes())
-    }
-    fn u64(self, x: u64) -> Gguf {
-        self.raw(&x.to_le_bytes())
-    }
-    fn str(self, s: &str) -> Gguf {
-        self.u64(s.len() as u64).raw(s.as_bytes())
-    }
-    fn kv_u32(self, key: &str, v: u32) -> Gguf {
-        self.str(key).u32(T_U32).u32(v)
-    }
-    fn kv_str(self, key: &str, v: &str) -> Gguf {
-        self.str(key).u32(T_STRING).str(v)
-    }
-    fn tensor(self, name: &str, dims: &[u64], ty: u32, offset: u64) -> Gguf {
-        let mut g = self.str(name).u32(dims.len() as u32);
-        for &d in dims {
-            g = g.u64(d);
-        }
-        g.u32(ty).u64(offset)
-    }
-    fn pad(mut self, align: usize) -> Gguf {
-        while self.b.len() % align != 0 {
-            self.b.push(0);
-        }
-        self
-    }
-    fn zeros(mut self, n: usize) -> Gguf {
-        self.b.resize(self.b.len() + n, 0);
-        self
-    }
-}
+use hostile_gen::{Gguf, F32, Q4_0, T_ARRAY, T_STRING, T_U32, T_U64};
 
 fn parse_bytes(dir: &Path, bytes: &[u8]) -> Result<GgufFile, FormatError> {
     let p = dir.join("h.gguf");
@@ -90,13 +33,7 @@ fn err(g: Gguf) -> FormatError {
 
 /// A small valid file: 2 KV pairs, 2 tensors (F32 [8] and Q4_0 [32, 2]).
 fn valid() -> Gguf {
-    Gguf::v3(2, 2)
-        .kv_str("general.architecture", "llama")
-        .kv_u32("llama.block_count", 1)
-        .tensor("a", &[8], F32, 0)
-        .tensor("b", &[32, 2], Q4_0, 32)
-        .pad(32)
-        .zeros(32 + 36)
+    hostile_gen::valid_gguf()
 }
 
 #[test]
