@@ -230,7 +230,7 @@ pub fn plan_config(
         .and_then(|v| v.as_f64())
         .unwrap_or(1e-5) as f32;
     let mut gs = group_size.max(1);
-    while gs > 1 && (dim % gs != 0 || cfg_ff % gs != 0) {
+    while gs > 1 && !(dim.is_multiple_of(gs) && cfg_ff.is_multiple_of(gs)) {
         let next = gs / 2;
         warnings.push(format!(
             "group size {gs} does not divide dim {dim} and hidden_dim {cfg_ff}; using {next}"

@@ -100,8 +100,8 @@ pub fn mul(a: &Mat, b: &Mat) -> Mat {
         .for_each(|(i, out)| {
             let ar = &a.data[i * k..(i + 1) * k];
             for k0 in (0..k).step_by(KB) {
-                for kk in k0..(k0 + KB).min(k) {
-                    let s = ar[kk];
+                let k1 = (k0 + KB).min(k);
+                for (kk, &s) in ar.iter().enumerate().take(k1).skip(k0) {
                     if s != 0.0 {
                         for (o, &bv) in out.iter_mut().zip(&b.data[kk * n..(kk + 1) * n]) {
                             *o += s * bv;
@@ -261,8 +261,8 @@ pub fn solve_right_lower(b: &Mat, l: &Mat) -> Mat {
         // x_j = (b_j - sum_{i>j} x_i L[i][j]) / L[j][j], from j = n-1 down.
         for j in (0..n).rev() {
             let mut s = row[j];
-            for i in j + 1..n {
-                s -= row[i] * l.data[i * n + j];
+            for (i, &x) in row.iter().enumerate().skip(j + 1) {
+                s -= x * l.data[i * n + j];
             }
             row[j] = s / l.data[j * n + j];
         }
@@ -566,6 +566,9 @@ fn selected(pattern: Option<&str>, name: &str, shape: &[u64]) -> bool {
     }
 }
 
+/// One tensor's outcome: its report and, when factored, the encoded pair.
+type Outcome = (String, (TensorReport, Option<Encoded>));
+
 struct Encoded {
     a: Vec<u8>,
     b: Vec<u8>,
@@ -575,7 +578,7 @@ struct Encoded {
 }
 
 fn encode(ty: GgmlType, m: &Mat, name: &str) -> crate::error::Result<(Vec<u8>, GgmlType)> {
-    let ty = if m.cols % ty.block_size() == 0 {
+    let ty = if m.cols.is_multiple_of(ty.block_size()) {
         ty
     } else {
         GgmlType::F16
@@ -719,17 +722,16 @@ pub fn compress(
                 .collect(),
             None => HashMap::new(),
         };
-        let work =
-            |l: &usize| -> crate::error::Result<Vec<(String, (TensorReport, Option<Encoded>))>> {
-                let mut out = Vec::new();
-                for name in &groups[l] {
-                    let s = crate::calibrate::input_of(name).and_then(|i| whiten.get(&(*l, i)));
-                    let r = compress_tensor(&src, name, s, opts)?;
-                    progress.done(&r.0);
-                    out.push((name.clone(), r));
-                }
-                Ok(out)
-            };
+        let work = |l: &usize| -> crate::error::Result<Vec<Outcome>> {
+            let mut out = Vec::new();
+            for name in &groups[l] {
+                let s = crate::calibrate::input_of(name).and_then(|i| whiten.get(&(*l, i)));
+                let r = compress_tensor(&src, name, s, opts)?;
+                progress.done(&r.0);
+                out.push((name.clone(), r));
+            }
+            Ok(out)
+        };
         let done: Vec<_> = if parallel {
             batch
                 .par_iter()
@@ -873,9 +875,9 @@ mod tests {
         assert!(vals.windows(2).all(|w| w[0] >= w[1]));
         // V diag(vals) V^T = S
         let mut vd = v.clone();
-        for r in 0..8 {
-            for c in 0..8 {
-                vd.data[r * 8 + c] *= vals[c];
+        for row in vd.data.chunks_exact_mut(8) {
+            for (x, v) in row.iter_mut().zip(&vals) {
+                *x *= v;
             }
         }
         let back = mul_bt(&vd, &v);

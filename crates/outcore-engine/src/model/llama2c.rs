@@ -115,7 +115,7 @@ impl Llama2cSource {
         if path.is_dir() {
             let tc = path.join("tokenizer_config.json");
             let tc = tc.is_file().then_some(tc);
-            return Tokenizer::from_hf_json(&path.join("tokenizer.json"), tc.as_deref())
+            return Tokenizer::from_hf_json(path.join("tokenizer.json"), tc.as_deref())
                 .map(Some)
                 .map_err(|e| tok_err(e.to_string()));
         }
