@@ -77,7 +77,7 @@ fn streamed_layers(model: &Model) -> std::ops::Range<usize> {
 /// and checks tokens and logits agree exactly; returns the streamed model for more checks.
 fn check_same(path: &Path, prompt: &[u32], n: usize, resident: usize, ring: u64) -> Model {
     let plain = load(path, &opts(Streaming::Off, None));
-    assert!(plain.residency().map_or(true, |r| !r.is_streaming()));
+    assert!(!plain.residency().is_some_and(|r| r.is_streaming()));
     let want = greedy(&plain, prompt, n);
     let cap = max_ram_for(&plain, resident, ring);
     let n_layer = plain.config.n_layer;
@@ -152,6 +152,6 @@ fn plain_mmap_and_an_ample_budget_do_not_stream() {
     assert_eq!(m.plan().strategy, Strategy::Mmap);
     // Forced streaming with room for everything keeps every layer resident.
     let m = load(&path, &opts(Streaming::Force, Some(64 << 30)));
-    assert!(m.residency().map_or(true, |r| !r.is_streaming()));
+    assert!(!m.residency().is_some_and(|r| r.is_streaming()));
     assert!(streamed_layers(&m).is_empty());
 }
