@@ -234,11 +234,15 @@ fn scalar_vec_dot_matches_ggml_generic_c_bit_for_bit() {
         let want = f32s(&read(&format!("vecdot_{}.f32", ty.name())))[0];
         let n = w.len() / ty.type_size() * ty.block_size();
         let got = vec_dot_with(scalar, ty, n, &w, &act).unwrap();
-        assert_eq!(
-            got.to_bits(),
-            want.to_bits(),
-            "{ty}: scalar {got} vs ggml generic {want}"
-        );
+        // Q4_1 and Q8_0 follow llama.cpp's x86 (AVX2) accumulation order instead of the generic
+        // C one (engine golden tests reproduce llama.cpp's logits bit for bit); close, not equal.
+        if !matches!(ty, GgmlType::Q4_1 | GgmlType::Q8_0) {
+            assert_eq!(
+                got.to_bits(),
+                want.to_bits(),
+                "{ty}: scalar {got} vs ggml generic {want}"
+            );
+        }
         for k in levels() {
             let got = vec_dot_with(k, ty, n, &w, &act).unwrap();
             let scale: f64 = 1e-5 * (1.0 + want.abs() as f64);

@@ -13,6 +13,9 @@ use crate::kv_cache::{KvCache, KvRows};
 use crate::residency::Filled;
 use crate::weights::{WRef, Weights};
 
+#[path = "ggml_math.rs"]
+mod ggml;
+
 /// Per-call activation buffers; reused across calls (sized for the largest batch seen).
 #[derive(Default)]
 pub struct Scratch {
@@ -162,25 +165,33 @@ fn rope(x: &mut [f32], pos: usize, n_dims: usize, base: f32, freq_scale: f32, st
     let mut theta = pos as f32;
     for i0 in (0..n_dims).step_by(2) {
         let t = freq_scale * theta;
-        let (sin, cos) = t.sin_cos();
+        // glibc sinf/cosf, as ggml's rope cache calls them.
+        let (sin, cos) = (t.sin(), t.cos());
         let (a, b) = match style {
             RopeStyle::Interleaved => (i0, i0 + 1),
             RopeStyle::Neox => (i0 / 2, i0 / 2 + n_dims / 2),
         };
         let (x0, x1) = (x[a], x[b]);
-        x[a] = x0 * cos - x1 * sin;
-        x[b] = x0 * sin + x1 * cos;
+        // GCC contracts ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` into these FMAs.
+        x[a] = x0.mul_add(cos, -(x1 * sin));
+        x[b] = x0.mul_add(sin, x1 * cos);
         theta *= theta_scale;
     }
 }
 
-/// Softmax of `s[..n]` in place (ggml_soft_max_f32: max-subtracted expf, f64 sum, scale by 1/sum).
+/// Softmax of `s[..n]` in place as ggml_soft_max_f32 runs on AVX2: max-subtracted
+/// `ggml_v_expf`, each 8-wide chunk reduced with `hsum_float_8` into an f64 sum, then scaled
+/// by `(float)(1/sum)`. Entries past `n` (masked in ggml) contribute exp = 0.
 fn softmax(s: &mut [f32]) {
     let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v as f64;
+    for chunk in s.chunks_mut(8) {
+        let mut lanes = [0f32; 8];
+        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *v = ggml::v_expf(*v - max);
+            *l = *v;
+        }
+        sum += ggml::hsum8(&lanes) as f64;
     }
     let inv = (1.0 / sum) as f32;
     for v in s.iter_mut() {
@@ -189,12 +200,14 @@ fn softmax(s: &mut [f32]) {
 }
 
 /// Attention of one query head over positions 0..=p of one kv head.
+#[allow(clippy::too_many_arguments)]
 fn attend_head(
     q: &[f32],
     kv: &KvCache,
     layer: usize,
     kvh: usize,
     p: usize,
+    batched: bool,
     scores: &mut Vec<f32>,
     out: &mut [f32],
 ) {
@@ -205,23 +218,32 @@ fn attend_head(
     out.fill(0.0);
     match (&kv.k[layer], &kv.v[layer]) {
         (KvRows::F16(k), KvRows::F16(v)) => {
-            // ggml converts q to f16 for the f16 K dot product, and the attention weights to f16 for V.
+            // ggml converts q to f16 for the f16 K product, and the attention weights to f16 for
+            // V. With one token per call the products run as ggml_vec_dot_f16, with more as
+            // llamafile's tinyBLAS (8-lane FMA chains); both emulated lane by lane.
             let q16: Vec<f32> = q.iter().map(|&s| f16::from_f32(s).to_f32()).collect();
+            let dot = if batched {
+                ggml::dot_tinyblas8
+            } else {
+                ggml::dot_vec_f16
+            };
+            let mut row = vec![0f32; hd.max(p + 1)];
             for j in 0..=p {
-                let row = &k[j * kv_dim + kvh * hd..][..hd];
-                let mut s = 0.0f32;
-                for (a, b) in q16.iter().zip(row) {
-                    s += a * b.to_f32();
+                let kr = &k[j * kv_dim + kvh * hd..][..hd];
+                for (r, b) in row.iter_mut().zip(kr) {
+                    *r = b.to_f32();
                 }
-                scores.push(s * scale);
+                scores.push(dot(&q16, &row[..hd]) * scale);
             }
             softmax(scores);
-            for (j, &w) in scores.iter().enumerate() {
-                let w = f16::from_f32(w).to_f32();
-                let row = &v[j * kv_dim + kvh * hd..][..hd];
-                for (o, b) in out.iter_mut().zip(row) {
-                    *o += w * b.to_f32();
+            for w in scores.iter_mut() {
+                *w = f16::from_f32(*w).to_f32();
+            }
+            for (i, o) in out.iter_mut().enumerate() {
+                for (j, r) in row[..=p].iter_mut().enumerate() {
+                    *r = v[j * kv_dim + kvh * hd + i].to_f32();
                 }
+                *o = dot(scores, &row[..=p]);
             }
         }
         (KvRows::F32(k), KvRows::F32(v)) => {
@@ -409,7 +431,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
                     let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
                     let (si, p) = tok_seq[i];
                     let qh = &q[i * qd + h * hd..][..hd];
-                    attend_head(qh, caches[si], l, h / group, p, scores, out);
+                    attend_head(qh, caches[si], l, h / group, p, n > 1, scores, out);
                 });
         }
         if let Some(o) = obs {
@@ -435,7 +457,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         ub.matmul(&lw.w_gate, &sc.xn, n, &mut sc.gate)?;
         ub.matmul(&lw.w_up, &sc.xn, n, &mut sc.up)?;
         for (g, u) in sc.gate[..n * ff].iter_mut().zip(&sc.up[..n * ff]) {
-            *g = (*g / (1.0 + (-*g).exp())) * u;
+            *g = ggml::silu(*g) * u;
         }
         if let Some(o) = obs {
             o.observe(l, LinearInput::FfnDown, &sc.gate[..n * ff]);

@@ -49,6 +49,13 @@ pub const QK_K: usize = 256;
 pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// A dot-product kernel: weight blocks times activation blocks of the same element count.
+/// ggml's x86 `hsum_float_8`: halves added lane-wise, then pairs, then the last two.
+#[inline(always)]
+pub(crate) fn hsum8_x86(a: &[f32; 8]) -> f32 {
+    let r = [a[4] + a[0], a[5] + a[1], a[6] + a[2], a[7] + a[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
+}
+
 pub type VecDotFn<W, A> = fn(&[W], &[A]) -> f32;
 
 /// One weight row times four activation rows at once.

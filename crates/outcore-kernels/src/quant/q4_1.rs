@@ -75,21 +75,29 @@ impl GgmlBlock for BlockQ4_1 {
         }
     }
 
+    /// llama.cpp's x86 order (`ggml_vec_dot_q4_1_q8_1`, AVX2 path): eight f32 lane
+    /// accumulators, lane `l` adding `(dx*dy) * sum(q*y over elements 4l..4l+4)` with one FMA per
+    /// block; `m*s` summed with FMAs in a scalar; at the end `hsum8(lanes) + summs`.
     fn vec_dot_scalar(x: &[Self], y: &[BlockQ8_1]) -> f32 {
-        let mut sumf = 0.0f32;
+        let mut acc = [0.0f32; 8];
+        let mut summs = 0.0f32;
         for (x, y) in x.iter().zip(y) {
-            let mut sumi0 = 0i32;
-            let mut sumi1 = 0i32;
-            for j in 0..QK4_1 / 2 {
-                let v0 = (x.qs[j] & 0x0F) as i32;
-                let v1 = (x.qs[j] >> 4) as i32;
-                sumi0 += v0 * y.qs[j] as i32;
-                sumi1 += v1 * y.qs[j + QK4_1 / 2] as i32;
+            let dd = x.d.to_f32() * y.d.to_f32();
+            summs = x.m.to_f32().mul_add(y.s.to_f32(), summs);
+            for (l, a) in acc.iter_mut().enumerate() {
+                let mut sumi = 0i32;
+                for e in 4 * l..4 * l + 4 {
+                    let q = if e < 16 {
+                        x.qs[e] & 0x0F
+                    } else {
+                        x.qs[e - 16] >> 4
+                    };
+                    sumi += q as i32 * y.qs[e] as i32;
+                }
+                *a = dd.mul_add(sumi as f32, *a);
             }
-            let sumi = sumi0 + sumi1;
-            sumf += (x.d.to_f32() * y.d.to_f32()) * sumi as f32 + x.m.to_f32() * y.s.to_f32();
         }
-        sumf
+        super::hsum8_x86(&acc) + summs
     }
 
     fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, BlockQ8_1>> {

@@ -79,16 +79,22 @@ impl GgmlBlock for BlockQ8_0 {
         }
     }
 
+    /// llama.cpp's x86 order (`ggml_vec_dot_q8_0_q8_0`, AVX2 path): eight f32 lane
+    /// accumulators, lane `l` adding `(dx*dy) * sum(x*y over elements 4l..4l+4)` with one FMA
+    /// per block, then `hsum8`.
     fn vec_dot_scalar(x: &[Self], y: &[Self]) -> f32 {
-        let mut sumf = 0.0f32;
+        let mut acc = [0.0f32; 8];
         for (x, y) in x.iter().zip(y) {
-            let mut sumi = 0i32;
-            for j in 0..QK8_0 {
-                sumi += x.qs[j] as i32 * y.qs[j] as i32;
+            let dd = x.d.to_f32() * y.d.to_f32();
+            for (l, a) in acc.iter_mut().enumerate() {
+                let mut sumi = 0i32;
+                for e in 4 * l..4 * l + 4 {
+                    sumi += x.qs[e] as i32 * y.qs[e] as i32;
+                }
+                *a = dd.mul_add(sumi as f32, *a);
             }
-            sumf += sumi as f32 * (x.d.to_f32() * y.d.to_f32());
         }
-        sumf
+        super::hsum8_x86(&acc)
     }
 
     fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, Self>> {

@@ -113,6 +113,15 @@ pub(super) fn hsum4(v0: __m256i, v1: __m256i, v2: __m256i, v3: __m256i) -> [i32;
     out
 }
 
+/// ggml's x86 `hsum_float_8` (same order as `quant::hsum8_x86`).
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(super) fn hsum_f32x8(x: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    let r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_movehdup_ps(r)))
+}
+
 /// `[f(k[0]), f(k[1]), f(k[2]), f(k[3])]` written out, so the body is compiled in the caller's
 /// target-feature context (`array::map` with a closure is not inlined into SIMD kernels).
 macro_rules! g4 {
@@ -261,33 +270,51 @@ pub(super) use x4_kernel;
 macro_rules! block32_kernels {
     ($feat:literal, $dot_i8:path, $dot_u8_i8:path) => {
         /// # Safety
-        /// Requires the features in `$feat`.
+        /// Requires the features in `$feat` and FMA. Same order as the scalar twin (llama.cpp's
+        /// AVX2 `ggml_vec_dot_q8_0_q8_0`).
         #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
         unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-            let nb = x.len().min(y.len());
-            let sums = |i: usize| {
+            let mut acc = _mm256_setzero_ps();
+            for (x, y) in x.iter().zip(y) {
                 // SAFETY: qs are 32 readable bytes each.
                 let (a, b) = unsafe {
                     (
-                        super::avx2::load256(x[i].qs.as_ptr() as *const u8),
-                        super::avx2::load256(y[i].qs.as_ptr() as *const u8),
+                        super::avx2::load256(x.qs.as_ptr() as *const u8),
+                        super::avx2::load256(y.qs.as_ptr() as *const u8),
                     )
                 };
-                $dot_i8(a, b)
-            };
-            // sumi * (dx * dy)
-            let contrib = |k: [usize; 4], s: __m128i| {
-                let dx = super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d));
-                let dy = super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d));
-                _mm_mul_ps(_mm_cvtepi32_ps(s), _mm_mul_ps(dx, dy))
-            };
-            super::avx2::blocks_by_4(
-                nb,
-                sums,
-                contrib,
-                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
-                |v| super::avx2::store4(v),
-            )
+                let dd = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_i8(a, b)), acc);
+            }
+            super::avx2::hsum_f32x8(acc)
+        }
+
+        /// # Safety
+        /// As [`vec_dot_q8_0_q8_0_impl`]; four activation rows share each weight block load.
+        #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
+        unsafe fn vec_dot_q8_0_q8_0_x4_impl(x: &[BlockQ8_0], ys: [&[BlockQ8_0]; 4]) -> [f32; 4] {
+            let nb = ys.iter().fold(x.len(), |n, y| n.min(y.len()));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in 0..nb {
+                // SAFETY: qs are 32 readable bytes.
+                let a = unsafe { super::avx2::load256(x[i].qs.as_ptr() as *const u8) };
+                let dx = x[i].d.to_f32();
+                for t in 0..4 {
+                    let y = &ys[t][i];
+                    // SAFETY: qs are 32 readable bytes.
+                    let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
+                    let dd = _mm256_set1_ps(dx * y.d.to_f32());
+                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_i8(a, b)), acc[t]);
+                }
+            }
+            [
+                super::avx2::hsum_f32x8(acc[0]),
+                super::avx2::hsum_f32x8(acc[1]),
+                super::avx2::hsum_f32x8(acc[2]),
+                super::avx2::hsum_f32x8(acc[3]),
+            ]
         }
 
         /// # Safety
@@ -317,30 +344,50 @@ macro_rules! block32_kernels {
         }
 
         /// # Safety
-        /// Requires the features in `$feat`.
+        /// Requires the features in `$feat` and FMA. Same order as the scalar twin (llama.cpp's
+        /// AVX2 `ggml_vec_dot_q4_1_q8_1`).
         #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
         unsafe fn vec_dot_q4_1_q8_1_impl(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
-            let nb = x.len().min(y.len());
-            let sums = |i: usize| {
-                let q = super::avx2::nibbles_32(&x[i].qs);
+            let mut acc = _mm256_setzero_ps();
+            let mut summs = 0.0f32;
+            for (x, y) in x.iter().zip(y) {
+                summs = x.m.to_f32().mul_add(y.s.to_f32(), summs);
+                let q = super::avx2::nibbles_32(&x.qs);
                 // SAFETY: 32 readable bytes.
-                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
-                $dot_u8_i8(q, b)
-            };
-            let contrib = |k: [usize; 4], s: __m128i| {
-                super::avx2::contrib_dm(
-                    super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
-                    super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
-                    s,
-                )
-            };
-            super::avx2::blocks_by_4(
-                nb,
-                sums,
-                contrib,
-                |v| super::avx2::hsum4_v(v[0], v[1], v[2], v[3]),
-                |v| super::avx2::store4(v),
-            )
+                let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
+                let dd = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), acc);
+            }
+            super::avx2::hsum_f32x8(acc) + summs
+        }
+
+        /// # Safety
+        /// As [`vec_dot_q4_1_q8_1_impl`]; four activation rows share each unpacked weight block.
+        #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
+        unsafe fn vec_dot_q4_1_q8_1_x4_impl(x: &[BlockQ4_1], ys: [&[BlockQ8_1]; 4]) -> [f32; 4] {
+            let nb = ys.iter().fold(x.len(), |n, y| n.min(y.len()));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0.0f32; 4];
+            for i in 0..nb {
+                let q = super::avx2::nibbles_32(&x[i].qs);
+                let (dx, mx) = (x[i].d.to_f32(), x[i].m.to_f32());
+                for t in 0..4 {
+                    let y = &ys[t][i];
+                    summs[t] = mx.mul_add(y.s.to_f32(), summs[t]);
+                    // SAFETY: 32 readable bytes.
+                    let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
+                    let dd = _mm256_set1_ps(dx * y.d.to_f32());
+                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), acc[t]);
+                }
+            }
+            [
+                super::avx2::hsum_f32x8(acc[0]) + summs[0],
+                super::avx2::hsum_f32x8(acc[1]) + summs[1],
+                super::avx2::hsum_f32x8(acc[2]) + summs[2],
+                super::avx2::hsum_f32x8(acc[3]) + summs[3],
+            ]
         }
 
         /// # Safety
@@ -404,22 +451,6 @@ macro_rules! block32_kernels {
         }
 
         super::avx2::x4_kernel!(
-            vec_dot_q8_0_q8_0_x4_impl,
-            $feat,
-            BlockQ8_0,
-            BlockQ8_0,
-            $dot_i8,
-            // SAFETY: qs is 32 readable bytes.
-            |b| unsafe { super::avx2::load256(b.qs.as_ptr() as *const u8) },
-            |k, s, x, y| _mm_mul_ps(
-                _mm_cvtepi32_ps(s),
-                _mm_mul_ps(
-                    super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d)),
-                    super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d))
-                )
-            )
-        );
-        super::avx2::x4_kernel!(
             vec_dot_q4_0_q8_0_x4_impl,
             $feat,
             BlockQ4_0,
@@ -432,19 +463,6 @@ macro_rules! block32_kernels {
                     super::avx2::f16x4(super::avx2::g4!(k, |i| x[i].d))
                 ),
                 super::avx2::f16x4(super::avx2::g4!(k, |i| y[i].d))
-            )
-        );
-        super::avx2::x4_kernel!(
-            vec_dot_q4_1_q8_1_x4_impl,
-            $feat,
-            BlockQ4_1,
-            BlockQ8_1,
-            $dot_u8_i8,
-            |b| super::avx2::nibbles_32(&b.qs),
-            |k, s, x, y| super::avx2::contrib_dm(
-                super::avx2::g4!(k, |i| (x[i].d, x[i].m)),
-                super::avx2::g4!(k, |i| (y[i].d, y[i].s)),
-                s
             )
         );
         super::avx2::x4_kernel!(
