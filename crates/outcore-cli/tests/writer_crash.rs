@@ -33,7 +33,7 @@ fn writers() -> Vec<Writer> {
                     .arg(common::fixtures().join("tiny-llama"))
                     .arg("-o")
                     .arg(out)
-                    .args(["--type", "q8_0", "--force", "-t", "1"]);
+                    .args(["--type", "q8_0", "--force", "-t", "1", "--no-tokenizer"]);
                 c
             },
         },
