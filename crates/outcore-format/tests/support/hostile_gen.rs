@@ -61,7 +61,7 @@ impl Gguf {
         g.u32(ty).u64(offset)
     }
     pub fn pad(mut self, align: usize) -> Gguf {
-        while !self.b.len().is_multiple_of(align) {
+        while self.b.len().rem_euclid(align) != 0 {
             self.b.push(0);
         }
         self
