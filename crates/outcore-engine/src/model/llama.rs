@@ -423,6 +423,10 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         {
             let q = &sc.q;
             let caches: Vec<&KvCache> = seqs.iter().map(|s| &*s.kv).collect();
+            // llama.cpp picks the KQ/KQV kernel by the number of tokens a sequence evaluates, so a
+            // sequence decoding one token inside a batch of sequences gets the one-token order
+            // (batched decode then equals decoding each sequence alone).
+            let multi: Vec<bool> = seqs.iter().map(|s| s.tokens.len() > 1).collect();
             let tok_seq = &tok_seq;
             sc.att[..n * qd]
                 .par_chunks_mut(hd)
@@ -431,7 +435,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
                     let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
                     let (si, p) = tok_seq[i];
                     let qh = &q[i * qd + h * hd..][..hd];
-                    attend_head(qh, caches[si], l, h / group, p, n > 1, scores, out);
+                    attend_head(qh, caches[si], l, h / group, p, multi[si], scores, out);
                 });
         }
         if let Some(o) = obs {
