@@ -555,7 +555,7 @@ async fn disconnect_cancels_generation() {
         .oneshot(request(
             Method::POST,
             "/v1/chat/completions",
-            Some(&json!({"model": "m", "stream": true,
+            Some(&json!({"model": "m", "stream": true, "max_tokens": 500000,
             "messages": [{"role": "user", "content": "go"}]})),
             None,
         ))
