@@ -152,6 +152,39 @@ impl WeightSource {
     }
 }
 
+/// How the int8 values of a group are rounded (the scale is `max|w| / 127` either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Rounding {
+    /// ggml's Q8_0 reference quantizer (`quantize_row_q8_0_ref`, also gguf-py's):
+    /// `q = round_half_away(w * (1 / s))`. With group size 32 the int8 values are exactly those
+    /// of the same weights quantized to Q8_0 in GGUF, and the scales round to its f16 `d`.
+    #[default]
+    Ggml,
+    /// export.py's `quantize_q80`: `q = round_half_even(w / s)`. It differs from `Ggml` by one
+    /// unit on values that lie within a float rounding error of a half-integer (about 1e-4 of
+    /// the demo model's values).
+    ExportPy,
+}
+
+/// Symmetric int8 groups as ggml's Q8_0 rounds them (see [`Rounding::Ggml`]). Appends to `q`
+/// and `scales`; returns the largest absolute reconstruction error.
+pub fn quantize_groups_ggml(src: &[f32], gs: usize, q: &mut Vec<i8>, scales: &mut Vec<f32>) -> f32 {
+    let mut err = 0f32;
+    for g in src.chunks(gs) {
+        let amax = g.iter().fold(0f32, |m, &x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        scales.push(d);
+        for &x in g {
+            // f32::round is C's roundf: halves away from zero.
+            let v = (x * id).round().clamp(-127.0, 127.0);
+            q.push(v as i8);
+            err = err.max((v * d - x).abs());
+        }
+    }
+    err
+}
+
 /// Options of `outcore export --format llama2c`.
 #[derive(Clone, Debug)]
 pub struct ExportOptions {
@@ -160,6 +193,7 @@ pub struct ExportOptions {
     /// Where `tokenizer.bin` goes (None: no tokenizer).
     pub tokenizer_out: Option<PathBuf>,
     pub group_size: u32,
+    pub rounding: Rounding,
     /// max_seq_len in the header (default: the model's training context).
     pub max_seq_len: Option<u32>,
     pub force: bool,
@@ -376,7 +410,12 @@ pub fn export_llama2c(opts: &ExportOptions, progress: &dyn Progress) -> Result<E
                 }
                 Kind::Q8 => {
                     q.clear();
-                    let err = llama2c::quantize_groups(&buf, gs, &mut q, &mut scales);
+                    let err = match opts.rounding {
+                        Rounding::Ggml => quantize_groups_ggml(&buf, gs, &mut q, &mut scales),
+                        Rounding::ExportPy => {
+                            llama2c::quantize_groups(&buf, gs, &mut q, &mut scales)
+                        }
+                    };
                     report.max_error = report.max_error.max(err);
                     let qb: Vec<u8> = q.iter().map(|&v| v as u8).collect();
                     out.write_all(&qb).map_err(io(&tmp))?;

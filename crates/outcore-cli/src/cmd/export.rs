@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use outcore_convert::llama2c_export::{export_llama2c, ExportOptions};
+use outcore_convert::llama2c_export::{export_llama2c, ExportOptions, Rounding};
 
 use super::convert::Bar;
 
@@ -27,6 +27,11 @@ pub struct ExportArgs {
     /// Quantization group size (halved until it divides dim and hidden_dim, with a warning).
     #[arg(long = "group-size", default_value_t = 64)]
     pub group_size: u32,
+    /// Rounding of the int8 values: `ggml` (Q8_0's reference quantizer: with --group-size 32
+    /// the export holds exactly the weights of `outcore quantize --type q8_0`) or `export-py`
+    /// (llama2.c export.py's round-half-even of w / scale).
+    #[arg(long, default_value = "ggml", value_parser = ["ggml", "export-py"])]
+    pub rounding: String,
     /// max_seq_len written in the header (default: the model's training context).
     #[arg(long = "max-seq-len")]
     pub max_seq_len: Option<u32>,
@@ -50,6 +55,11 @@ pub fn run(args: &ExportArgs) -> Result<()> {
         output: args.output.clone(),
         tokenizer_out: tokenizer_out.clone(),
         group_size: args.group_size,
+        rounding: if args.rounding == "export-py" {
+            Rounding::ExportPy
+        } else {
+            Rounding::Ggml
+        },
         max_seq_len: args.max_seq_len,
         force: args.force,
     };
