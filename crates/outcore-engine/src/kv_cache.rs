@@ -33,7 +33,8 @@ impl CacheType {
     }
 }
 
-/// Rows of one layer's K or V: `n_ctx` rows of `kv_dim` values.
+/// One layer's K (`n_ctx` rows of `kv_dim` values) or V, stored transposed like llama.cpp's
+/// `v_trans` cache (`kv_dim` rows of `n_ctx` values), so each attention product reads contiguous rows.
 pub enum KvRows {
     F16(Vec<f16>),
     F32(Vec<f32>),
@@ -58,13 +59,31 @@ impl KvRows {
             KvRows::F32(v) => v[at..at + src.len()].copy_from_slice(src),
         }
     }
+
+    /// Stores `src` as column `pos` of rows of length `row_len` (transposed V).
+    pub fn store_column(&mut self, pos: usize, row_len: usize, src: &[f32]) {
+        match self {
+            KvRows::F16(v) => {
+                for (i, s) in src.iter().enumerate() {
+                    v[i * row_len + pos] = f16::from_f32(*s);
+                }
+            }
+            KvRows::F32(v) => {
+                for (i, s) in src.iter().enumerate() {
+                    v[i * row_len + pos] = *s;
+                }
+            }
+        }
+    }
 }
 
 pub struct KvCache {
     pub ty: CacheType,
     pub n_ctx: usize,
     pub kv_dim: usize,
+    /// Per layer: position-major K rows.
     pub k: Vec<KvRows>,
+    /// Per layer: V transposed (`kv_dim` rows of `n_ctx` positions).
     pub v: Vec<KvRows>,
 }
 

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use half::{bf16, f16};
 
+use crate::ops::{self, DotOrder};
 use crate::quant::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn, VecDotX4Fn,
@@ -83,7 +84,21 @@ pub struct KernelTable {
     pub q4_1_q8_1_x4: Option<VecDotX4Fn<BlockQ4_1, BlockQ8_1>>,
     pub q5_0_q8_0_x4: Option<VecDotX4Fn<BlockQ5_0, BlockQ8_0>>,
     pub q5_1_q8_1_x4: Option<VecDotX4Fn<BlockQ5_1, BlockQ8_1>>,
+    /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
+    pub attn_scores: AttnScoresFn,
+    pub attn_values: AttnValuesFn,
+    pub softmax: fn(&mut [f32]),
+    pub swiglu: fn(&mut [f32], &[f32]),
+    pub round_f16: fn(&mut [f32]),
+    pub rope_apply: RopeApplyFn,
 }
+
+/// `crate::ops::attn_scores_scalar`'s signature.
+pub type AttnScoresFn = fn(DotOrder, &[f32], &[f16], usize, f32, &mut [f32]);
+/// `crate::ops::rope_apply_scalar`'s signature.
+pub type RopeApplyFn = fn(&mut [f32], &[(f32, f32)], bool);
+/// `crate::ops::attn_values_scalar`'s signature.
+pub type AttnValuesFn = fn(DotOrder, &[f32], &[f16], usize, &mut [f32]);
 
 /// The scalar twins: the definition every other table is tested against.
 pub static SCALAR: KernelTable = SCALAR_TABLE;
@@ -113,6 +128,12 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_x4: None,
     q5_0_q8_0_x4: None,
     q5_1_q8_1_x4: None,
+    attn_scores: ops::attn_scores_scalar,
+    attn_values: ops::attn_values_scalar,
+    softmax: ops::softmax_scalar,
+    swiglu: ops::swiglu_scalar,
+    round_f16: ops::round_f16_scalar,
+    rope_apply: ops::rope_apply_scalar,
 };
 
 /// The table for `level`, or None if this CPU cannot run it.

@@ -1,190 +1,272 @@
-//! Element-wise and row ops of the llama forward pass, with ggml's float operation order
-//! (`ggml-cpu/ops.cpp`, `ggml-cpu/vec.cpp`).
+//! Float ops of the llama forward pass in the exact operation order llama.cpp's CPU backend runs
+//! on x86-64 with AVX2 + FMA + F16C (`ggml-cpu/vec.{h,cpp}`, `ops.cpp`, llamafile's tinyBLAS):
+//! FMAs where the C code uses `fmadd`, reductions in the SIMD code's lane order. The demo model
+//! amplifies 1-ulp differences (activations are re-quantized to 8 bits before every product), so a
+//! mathematically equal order is not enough to reproduce llama.cpp's tokens.
+//!
+//! The functions named `*_scalar` are the definitions (scalar twins); the public entry points
+//! dispatch through [`crate::kernels`] to SIMD versions that return the same bits
+//! (`arch::x86_64::avx2::ops`, tested in `tests/simd_twins.rs`).
 
 use half::f16;
 
-use crate::{check_len, KernelError};
+use crate::kernels;
 
-/// ggml `rms_norm` fused with the weight `mul`: the sum of squares in f64, `mean` in f32,
-/// `scale = 1/sqrtf(mean + eps)`, then `out[i] = x[i] * scale * w[i]`.
-pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) -> Result<(), KernelError> {
-    check_len("rmsnorm weight", x.len(), w.len())?;
-    check_len("rmsnorm output", x.len(), out.len())?;
-    if x.is_empty() {
-        return Ok(());
-    }
-    let mut sum = 0.0f64;
-    for &v in x {
-        sum += (v * v) as f64;
-    }
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0f32 / (mean + eps).sqrt();
-    for ((o, &v), &w) in out.iter_mut().zip(x).zip(w) {
-        *o = v * scale * w;
-    }
-    Ok(())
+/// Which lane order a dot product of f16 data follows (ggml picks the kernel by batch size).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DotOrder {
+    /// `ggml_vec_dot_f16` (one token): four 8-lane FMA accumulators fed 32 elements per step.
+    VecDotF16,
+    /// llamafile tinyBLAS (several tokens): one 8-lane FMA chain over the whole row.
+    TinyBlas,
 }
 
-/// In-place [`rmsnorm`].
-pub fn rmsnorm_inplace(x: &mut [f32], w: &[f32], eps: f32) -> Result<(), KernelError> {
-    check_len("rmsnorm weight", x.len(), w.len())?;
-    if x.is_empty() {
-        return Ok(());
-    }
-    let mut sum = 0.0f64;
-    for &v in x.iter() {
-        sum += (v * v) as f64;
-    }
-    let mean = (sum / x.len() as f64) as f32;
-    let scale = 1.0f32 / (mean + eps).sqrt();
-    for (v, &w) in x.iter_mut().zip(w) {
-        *v = *v * scale * w;
-    }
-    Ok(())
+/// ggml's x86 `hsum_float_8` (also tinyBLAS's `hsum(__m256)` and the AVX2 softmax chunk sum):
+/// upper 4 lanes + lower 4, then lanes (0+2) and (1+3), then their sum.
+#[inline(always)]
+pub fn hsum8(v: &[f32; 8]) -> f32 {
+    let r = [v[4] + v[0], v[5] + v[1], v[6] + v[2], v[7] + v[3]];
+    (r[0] + r[2]) + (r[1] + r[3])
 }
 
-/// In-place softmax like `ggml_vec_soft_max_f32`: subtract the max, `expf`, sum in f64,
-/// multiply by `1/sum` (computed in f64, applied in f32, as ggml's `soft_max` op).
-/// `-inf` entries (masked) become 0. An empty row is left alone.
-pub fn softmax(x: &mut [f32]) {
-    if x.is_empty() {
-        return;
+/// ggml_v_expf (AVX2 + FMA variant): exp via a polynomial in the reduced argument and an
+/// exponent built with integer adds; inputs below about -103.97 give 0, above 88.38 infinity.
+#[inline(always)]
+pub fn v_expf(x: f32) -> f32 {
+    let c = f32::from_bits;
+    let r = c(0x4b40_0000); // 0x1.8p23
+    let z = x.mul_add(c(0x3fb8_aa3b), r);
+    let n = z - r;
+    let b = (-n).mul_add(c(0x35bf_be8e), (-n).mul_add(c(0x3f31_7200), x));
+    let e = z.to_bits().wrapping_shl(23);
+    let k = c(e.wrapping_add(1f32.to_bits()));
+    let u = b * b;
+    let j = c(0x3c07_2010)
+        .mul_add(b, c(0x3d2b_9f17))
+        .mul_add(u, c(0x3e2a_af33).mul_add(b, c(0x3eff_fedb)))
+        .mul_add(u, c(0x3f7f_fff6) * b);
+    if n.abs() <= 126.0 || n.is_nan() {
+        return j.mul_add(k, k);
     }
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let g: u32 = if n <= 0.0 { 0x8200_0000 } else { 0 };
+    let s1 = c(g.wrapping_add(0x7f00_0000));
+    let s2 = c(e.wrapping_sub(g));
+    if n.abs() > 192.0 {
+        s1 * s1
+    } else {
+        s2.mul_add(j, s2) * s1
+    }
+}
+
+/// ggml_v_silu: `x / (1 + v_expf(0 - x))`.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + v_expf(0.0 - x))
+}
+
+/// `ggml_vec_dot_f16` on AVX2 (`a` already widened from f16): four 8-lane accumulators fed 32
+/// elements per step with FMAs, folded (0+2)+(1+3), then halves, then pairs. Elements past the
+/// end count as zeros (ggml's KV view is padded to 256 cells whose weights are zero), which
+/// leave every accumulator unchanged.
+pub fn dot_f16_acc4_scalar(a: &[f32], b: &[f16]) -> f32 {
+    let mut acc = [[0f32; 8]; 4];
+    for (i, (&x, y)) in a.iter().zip(b).enumerate() {
+        let s = &mut acc[(i / 8) % 4][i % 8];
+        *s = x.mul_add(y.to_f32(), *s);
+    }
+    fold_acc4(&acc)
+}
+
+/// The final reduction of [`dot_f16_acc4_scalar`] (shared with the SIMD twin).
+#[inline(always)]
+pub fn fold_acc4(acc: &[[f32; 8]; 4]) -> f32 {
+    let mut r = [0f32; 8];
+    for (l, r) in r.iter_mut().enumerate() {
+        *r = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
+    let t0 = [r[0] + r[4], r[1] + r[5], r[2] + r[6], r[3] + r[7]];
+    (t0[0] + t0[1]) + (t0[2] + t0[3])
+}
+
+/// llamafile tinyBLAS (AVX2, f16 x f16 -> f32): one 8-lane FMA chain per output over the whole
+/// row, then [`hsum8`]. Missing elements past the end are zeros, as above.
+pub fn dot_f16_chain8_scalar(a: &[f32], b: &[f16]) -> f32 {
+    let mut acc = [0f32; 8];
+    for (i, (&x, y)) in a.iter().zip(b).enumerate() {
+        acc[i % 8] = x.mul_add(y.to_f32(), acc[i % 8]);
+    }
+    hsum8(&acc)
+}
+
+/// Attention scores: `out[j] = dot(q16, k[j*stride..][..q16.len()]) * scale` for `j < out.len()`.
+pub fn attn_scores_scalar(
+    order: DotOrder,
+    q16: &[f32],
+    k: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let hd = q16.len();
+    for (j, o) in out.iter_mut().enumerate() {
+        let row = &k[j * stride..][..hd];
+        *o = match order {
+            DotOrder::VecDotF16 => dot_f16_acc4_scalar(q16, row),
+            DotOrder::TinyBlas => dot_f16_chain8_scalar(q16, row),
+        } * scale;
+    }
+}
+
+/// Attention output from transposed V: `out[i] = dot(w16, vt[i*stride..][..w16.len()])`.
+pub fn attn_values_scalar(
+    order: DotOrder,
+    w16: &[f32],
+    vt: &[f16],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let n = w16.len();
+    for (i, o) in out.iter_mut().enumerate() {
+        let row = &vt[i * stride..][..n];
+        *o = match order {
+            DotOrder::VecDotF16 => dot_f16_acc4_scalar(w16, row),
+            DotOrder::TinyBlas => dot_f16_chain8_scalar(w16, row),
+        };
+    }
+}
+
+/// Softmax in place as `ggml_soft_max_f32` runs on AVX2: max-subtracted [`v_expf`], each 8-wide
+/// chunk reduced with [`hsum8`] into an f64 sum, then scaled by `(float)(1/sum)`. Entries past
+/// the end (masked in ggml) contribute exp = 0.
+pub fn softmax_scalar(s: &mut [f32]) {
+    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0f64;
-    for v in x.iter_mut() {
-        let e = (*v - max).exp();
-        sum += e as f64;
-        *v = e;
+    for chunk in s.chunks_mut(8) {
+        let mut lanes = [0f32; 8];
+        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
+            *v = v_expf(*v - max);
+            *l = *v;
+        }
+        sum += hsum8(&lanes) as f64;
     }
     let inv = (1.0 / sum) as f32;
-    for v in x.iter_mut() {
+    for v in s.iter_mut() {
         *v *= inv;
     }
 }
 
-/// ggml `silu`: `x / (1 + expf(-x))`.
-#[inline]
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// In-place SiLU over a row.
-pub fn silu_inplace(x: &mut [f32]) {
-    for v in x {
-        *v = silu(*v);
-    }
-}
-
-/// SwiGLU of the llama FFN: `gate[i] = silu(gate[i]) * up[i]` (ggml's `swiglu`).
-pub fn swiglu_inplace(gate: &mut [f32], up: &[f32]) -> Result<(), KernelError> {
-    check_len("swiglu up", gate.len(), up.len())?;
-    for (g, &u) in gate.iter_mut().zip(up) {
+/// SwiGLU of the llama FFN in place: `gate[i] = silu(gate[i]) * up[i]`.
+pub fn swiglu_scalar(gate: &mut [f32], up: &[f32]) {
+    for (g, u) in gate.iter_mut().zip(up) {
         *g = silu(*g) * u;
     }
-    Ok(())
 }
 
-/// f32 -> f16 with round-to-nearest-even (ggml `ggml_cpu_fp32_to_fp16`).
-pub fn f32_to_f16_row(x: &[f32], out: &mut [f16]) -> Result<(), KernelError> {
-    check_len("f16 output", x.len(), out.len())?;
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = f16::from_f32(v);
+/// Rounds every value through f16 (ggml converts q and the attention weights to f16 for the f16
+/// products), round-to-nearest-even.
+pub fn round_f16_scalar(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
     }
-    Ok(())
 }
 
-/// f16 -> f32 (exact).
-pub fn f16_to_f32_row(x: &[f16], out: &mut [f32]) -> Result<(), KernelError> {
-    check_len("f32 output", x.len(), out.len())?;
-    for (o, v) in out.iter_mut().zip(x) {
-        *o = v.to_f32();
-    }
-    Ok(())
-}
-
-/// Which element pairs RoPE rotates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RopeMode {
-    /// llama / `GGML_ROPE_TYPE_NORMAL`: pairs (i, i+1).
-    Normal,
-    /// NeoX / qwen2 / `GGML_ROPE_TYPE_NEOX`: pairs (i, i + n_dims/2).
-    Neox,
-}
-
-/// RoPE parameters (no YaRN: `ext_factor = 0`, `attn_factor = 1`).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct RopeConfig {
-    /// Rotated dims per head (`rope.dimension_count`, usually the head dim).
-    pub n_dims: usize,
-    pub freq_base: f32,
-    pub freq_scale: f32,
-    pub mode: RopeMode,
-}
-
-/// cos/sin for one position like `ggml_rope_cache_init`: `theta_scale = powf(base, -2/n_dims)`,
-/// `theta` starts at `pos` and is multiplied by `theta_scale` per pair, then scaled by
-/// `freq_scale`. `cache` gets `n_dims/2` (cos, sin) pairs.
-pub fn rope_cache(cfg: &RopeConfig, pos: usize, cache: &mut Vec<(f32, f32)>) {
+/// RoPE angles for one position the way ggml's rope cache computes them: `theta` starts at `pos`
+/// and is multiplied by `base^(-2/n_dims)` per pair, scaled by `freq_scale`; glibc `sinf`/`cosf`.
+/// `cache` gets `n_dims/2` (cos, sin) pairs.
+pub fn rope_cache(
+    pos: usize,
+    n_dims: usize,
+    base: f32,
+    freq_scale: f32,
+    cache: &mut Vec<(f32, f32)>,
+) {
     cache.clear();
-    let theta_scale = cfg.freq_base.powf(-2.0f32 / cfg.n_dims as f32);
+    let theta_scale = base.powf(-2.0 / n_dims as f32);
     let mut theta = pos as f32;
-    for _ in 0..cfg.n_dims / 2 {
-        let t = cfg.freq_scale * theta;
+    for _ in (0..n_dims).step_by(2) {
+        let t = freq_scale * theta;
         cache.push((t.cos(), t.sin()));
         theta *= theta_scale;
     }
 }
 
-/// Rotates every head of `x` (`n_heads * head_dim` values of one token) in place with a
-/// [`rope_cache`] for that token's position. Dims past `n_dims` are left as they are.
-pub fn rope_apply(
-    x: &mut [f32],
-    head_dim: usize,
-    cfg: &RopeConfig,
-    cache: &[(f32, f32)],
-) -> Result<(), KernelError> {
-    if head_dim == 0 || !x.len().is_multiple_of(head_dim) {
-        return Err(KernelError::Length {
-            what: "rope input (multiple of head_dim)",
-            expected: head_dim,
-            got: x.len(),
-        });
-    }
-    if cfg.n_dims > head_dim || !cfg.n_dims.is_multiple_of(2) {
-        return Err(KernelError::Length {
-            what: "rope n_dims (even, <= head_dim)",
-            expected: head_dim,
-            got: cfg.n_dims,
-        });
-    }
-    check_len("rope cache", cfg.n_dims / 2, cache.len())?;
-    let half = cfg.n_dims / 2;
-    for head in x.chunks_exact_mut(head_dim) {
-        for (i, &(c, s)) in cache.iter().enumerate() {
-            let (a, b) = match cfg.mode {
-                RopeMode::Normal => (2 * i, 2 * i + 1),
-                RopeMode::Neox => (i, i + half),
-            };
-            let x0 = head[a];
-            let x1 = head[b];
-            head[a] = x0 * c - x1 * s;
-            head[b] = x0 * s + x1 * c;
-        }
-    }
-    Ok(())
+/// Rotates one head in place with a [`rope_cache`]: pairs `(2i, 2i+1)` (`neox` false) or
+/// `(i, i + n_dims/2)`; GCC contracts ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` into FMAs.
+pub fn rope_apply_scalar(x: &mut [f32], cache: &[(f32, f32)], neox: bool) {
+    rope_apply_body(x, cache, neox)
 }
 
-/// [`rope_cache`] + [`rope_apply`] for one token at `pos`.
-pub fn rope(
-    x: &mut [f32],
-    head_dim: usize,
-    pos: usize,
-    cfg: &RopeConfig,
-) -> Result<(), KernelError> {
-    let mut cache = Vec::with_capacity(cfg.n_dims / 2);
-    rope_cache(cfg, pos, &mut cache);
-    rope_apply(x, head_dim, cfg, &cache)
+/// The body of [`rope_apply_scalar`], inlined into the SIMD level's FMA-enabled twin.
+#[inline(always)]
+pub(crate) fn rope_apply_body(x: &mut [f32], cache: &[(f32, f32)], neox: bool) {
+    let half = cache.len();
+    for (i, &(cos, sin)) in cache.iter().enumerate() {
+        let (a, b) = if neox {
+            (i, i + half)
+        } else {
+            (2 * i, 2 * i + 1)
+        };
+        let (x0, x1) = (x[a], x[b]);
+        x[a] = x0.mul_add(cos, -(x1 * sin));
+        x[b] = x0.mul_add(sin, x1 * cos);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatching entry points.
+
+/// [`attn_scores_scalar`] with this CPU's kernel. Panics if `k` is shorter than
+/// `(out.len() - 1) * stride + q16.len()` (a caller bug, not input data).
+pub fn attn_scores(
+    order: DotOrder,
+    q16: &[f32],
+    k: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            k.len() >= last * stride + q16.len(),
+            "attn_scores: K too short"
+        );
+    }
+    (kernels().attn_scores)(order, q16, k, stride, scale, out)
+}
+
+/// [`attn_values_scalar`] with this CPU's kernel (same length contract as [`attn_scores`]).
+pub fn attn_values(order: DotOrder, w16: &[f32], vt: &[f16], stride: usize, out: &mut [f32]) {
+    if let Some(last) = out.len().checked_sub(1) {
+        assert!(
+            vt.len() >= last * stride + w16.len(),
+            "attn_values: V too short"
+        );
+    }
+    (kernels().attn_values)(order, w16, vt, stride, out)
+}
+
+/// [`softmax_scalar`] with this CPU's kernel.
+pub fn softmax(s: &mut [f32]) {
+    (kernels().softmax)(s)
+}
+
+/// [`swiglu_scalar`] with this CPU's kernel (over the shorter of the two).
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    (kernels().swiglu)(gate, up)
+}
+
+/// [`round_f16_scalar`] with this CPU's kernel.
+pub fn round_f16(x: &mut [f32]) {
+    (kernels().round_f16)(x)
+}
+
+/// [`rope_apply_scalar`] with this CPU's kernel.
+pub fn rope_apply(x: &mut [f32], cache: &[(f32, f32)], neox: bool) {
+    assert!(
+        x.len() >= 2 * cache.len(),
+        "rope_apply: head shorter than n_dims"
+    );
+    (kernels().rope_apply)(x, cache, neox)
 }
 
 #[cfg(test)]
@@ -192,26 +274,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rmsnorm_unit_rms() {
-        let x = [3.0f32, -4.0, 0.0, 5.0];
-        let w = [1.0f32; 4];
-        let mut out = [0f32; 4];
-        rmsnorm(&x, &w, 0.0, &mut out).unwrap();
-        let ms: f32 = out.iter().map(|v| v * v).sum::<f32>() / 4.0;
-        assert!((ms - 1.0).abs() < 1e-6);
-        let mut y = x;
-        rmsnorm_inplace(&mut y, &w, 0.0).unwrap();
-        assert_eq!(y, out);
-        assert!(rmsnorm(&x, &w[..3], 0.0, &mut out).is_err());
+    fn v_expf_is_close_to_exp() {
+        for i in -200..200 {
+            let x = i as f32 * 0.37;
+            let (got, want) = (v_expf(x), x.exp());
+            if x < -103.0 {
+                assert!(got < 1e-38);
+            } else if x < 88.0 {
+                assert!((got - want).abs() <= want * 4e-7, "{x}: {got} vs {want}");
+            }
+        }
+        assert_eq!(v_expf(f32::NEG_INFINITY), 0.0);
+        assert_eq!(v_expf(0.0), 1.0);
     }
 
     #[test]
-    fn softmax_sums_to_one_and_masks() {
-        let mut x = [1.0f32, 2.0, f32::NEG_INFINITY, 3.0];
-        softmax(&mut x);
-        assert_eq!(x[2], 0.0);
-        assert!((x.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(x[3] > x[1] && x[1] > x[0]);
+    fn dots_match_plain_sums_on_integers() {
+        let a: Vec<f32> = (0..100).map(|i| (i % 7) as f32).collect();
+        let b: Vec<f16> = (0..100)
+            .map(|i| f16::from_f32((i % 5) as f32 - 2.0))
+            .collect();
+        let want: f32 = a.iter().zip(&b).map(|(x, y)| x * y.to_f32()).sum();
+        assert_eq!(dot_f16_acc4_scalar(&a, &b), want);
+        assert_eq!(dot_f16_chain8_scalar(&a, &b), want);
+    }
+
+    #[test]
+    fn softmax_sums_to_one() {
+        let mut s = [1.0f32, 2.0, 3.0, -1.0, 0.5, 7.0, 2.0, 1.0, 0.0, -3.0];
+        softmax(&mut s);
+        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!(s[5] > s[2] && s[2] > s[1]);
+        let mut t = [1.0f32, 2.0, 3.0, -1.0, 0.5, 7.0, 2.0, 1.0, 0.0, -3.0];
+        softmax_scalar(&mut t);
+        assert_eq!(s, t);
     }
 
     #[test]
@@ -222,33 +318,20 @@ mod tests {
     }
 
     #[test]
-    fn rope_rotates_pairs_and_preserves_norm() {
-        let cfg = RopeConfig {
-            n_dims: 8,
-            freq_base: 10000.0,
-            freq_scale: 1.0,
-            mode: RopeMode::Normal,
-        };
-        let x0: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
-        let mut x = x0.clone();
-        rope(&mut x, 8, 0, &cfg).unwrap();
-        assert_eq!(x, x0, "position 0 is the identity");
-        rope(&mut x, 8, 5, &cfg).unwrap();
-        // pair (0,1) of head 0 rotated by theta = 5.
-        let (c, s) = (5f32.cos(), 5f32.sin());
-        assert!((x[0] - (x0[0] * c - x0[1] * s)).abs() < 1e-6);
-        let n0: f32 = x0.iter().map(|v| v * v).sum();
-        let n1: f32 = x.iter().map(|v| v * v).sum();
-        assert!((n0 - n1).abs() < 1e-4);
-        // NeoX pairs (i, i + 4): the second pair uses theta = 5 * base^(-2/8).
-        let cfg = RopeConfig {
-            mode: RopeMode::Neox,
-            ..cfg
-        };
-        let mut y = x0.clone();
-        rope(&mut y, 8, 5, &cfg).unwrap();
-        let t = 5.0 * 10000f32.powf(-2.0 / 8.0);
-        assert!((y[1] - (x0[1] * t.cos() - x0[5] * t.sin())).abs() < 1e-6);
-        assert!(rope(&mut y, 7, 5, &cfg).is_err());
+    fn rope_neox_and_interleaved_rotate_the_same_pairs_differently() {
+        let mut cache = Vec::new();
+        rope_cache(3, 4, 10000.0, 1.0, &mut cache);
+        assert_eq!(cache.len(), 2);
+        let mut a = [1.0f32, 0.0, 0.0, 0.0];
+        rope_apply(&mut a, &cache, false);
+        assert!((a[0] - 3f32.cos()).abs() < 1e-6 && (a[1] - 3f32.sin()).abs() < 1e-6);
+        let mut b = [1.0f32, 0.0, 0.0, 0.0];
+        rope_apply(&mut b, &cache, true);
+        assert!((b[0] - 3f32.cos()).abs() < 1e-6 && (b[2] - 3f32.sin()).abs() < 1e-6);
+        // position 0 is the identity
+        rope_cache(0, 4, 10000.0, 1.0, &mut cache);
+        let mut c = [0.3f32, -0.2, 0.1, 0.9];
+        rope_apply(&mut c, &cache, false);
+        assert_eq!(c, [0.3, -0.2, 0.1, 0.9]);
     }
 }

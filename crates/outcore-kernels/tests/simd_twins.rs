@@ -210,3 +210,79 @@ fn matmul_at_every_level_equals_scalar_single_dots() {
         }
     }
 }
+
+/// The float ops in llama.cpp's order (`outcore_kernels::ops`): every level gives the scalar
+/// definition's bits, including the exp's overflow/underflow branches and odd tails.
+#[test]
+fn float_ops_simd_equal_scalar_bit_for_bit() {
+    use half::f16;
+    use outcore_kernels::ops::DotOrder;
+    let mut rng = Rng(0xD1B54A32D192ED03);
+    let s = scalar();
+    for k in simd_levels() {
+        for n in [1usize, 3, 7, 8, 9, 31, 32, 33, 63, 64, 65, 100, 257, 1000] {
+            for order in [DotOrder::VecDotF16, DotOrder::TinyBlas] {
+                let q = rng.row(64);
+                let kv: Vec<f16> = rng.row(n * 70).into_iter().map(f16::from_f32).collect();
+                let (mut a, mut b) = (vec![0f32; n], vec![0f32; n]);
+                (s.attn_scores)(order, &q, &kv, 70, 0.125, &mut a);
+                (k.attn_scores)(order, &q, &kv, 70, 0.125, &mut b);
+                assert_eq!(a, b, "{:?} attn_scores n={n} {order:?}", k.level);
+                let w = rng.row(n);
+                let (mut a, mut b) = (vec![0f32; 5], vec![0f32; 5]);
+                (s.attn_values)(order, &w, &kv, n + 3, &mut a);
+                (k.attn_values)(order, &w, &kv, n + 3, &mut b);
+                assert_eq!(a, b, "{:?} attn_values n={n} {order:?}", k.level);
+            }
+            // softmax over scores spanning the exp's ranges (incl. the > 126 and > 192 branches)
+            let mut x: Vec<f32> = rng.row(n).iter().map(|v| v * 300.0).collect();
+            if n > 2 {
+                x[1] = f32::NEG_INFINITY;
+            }
+            let mut y = x.clone();
+            (s.softmax)(&mut x);
+            (k.softmax)(&mut y);
+            assert_eq!(x, y, "{:?} softmax n={n}", k.level);
+            let g: Vec<f32> = rng.row(n).iter().map(|v| v * 200.0).collect();
+            let u = rng.row(n);
+            let (mut a, mut b) = (g.clone(), g);
+            (s.swiglu)(&mut a, &u);
+            (k.swiglu)(&mut b, &u);
+            assert_eq!(
+                a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{:?} swiglu n={n}",
+                k.level
+            );
+            let mut a: Vec<f32> = rng.row(n).iter().map(|v| v * 70000.0).collect();
+            a[0] = 1e-6;
+            let mut b = a.clone();
+            (s.round_f16)(&mut a);
+            (k.round_f16)(&mut b);
+            assert_eq!(a, b, "{:?} round_f16 n={n}", k.level);
+        }
+        let mut cache = Vec::new();
+        for (pos, neox) in [(0usize, false), (17, false), (4000, true)] {
+            outcore_kernels::ops::rope_cache(pos, 64, 10000.0, 1.0, &mut cache);
+            let mut a = rng.row(64);
+            let mut b = a.clone();
+            (s.rope_apply)(&mut a, &cache, neox);
+            (k.rope_apply)(&mut b, &cache, neox);
+            assert_eq!(a, b, "{:?} rope pos={pos}", k.level);
+        }
+    }
+    // the exp itself on a dense sweep, incl. both overflow branches
+    for k in simd_levels() {
+        let xs: Vec<f32> = (-2400..2400).map(|i| i as f32 * 0.0931).collect();
+        let up = vec![1f32; xs.len()];
+        let (mut a, mut b) = (xs.clone(), xs);
+        (s.swiglu)(&mut a, &up);
+        (k.swiglu)(&mut b, &up);
+        assert_eq!(
+            a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            "{:?} silu sweep",
+            k.level
+        );
+    }
+}

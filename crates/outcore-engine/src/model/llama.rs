@@ -3,8 +3,8 @@
 //! (q and the attention weights rounded to f16 exactly where ggml converts them), ggml's RMSNorm,
 //! RoPE and softmax arithmetic.
 
-use half::f16;
 use outcore_format::{GgmlType, TensorView};
+use outcore_kernels::ops::{self, DotOrder};
 use rayon::prelude::*;
 
 use crate::config::{ModelConfig, RopeStyle};
@@ -13,22 +13,21 @@ use crate::kv_cache::{KvCache, KvRows};
 use crate::residency::Filled;
 use crate::weights::{WRef, Weights};
 
-#[path = "ggml_math.rs"]
-mod ggml;
-
 /// Per-call activation buffers; reused across calls (sized for the largest batch seen).
 #[derive(Default)]
 pub struct Scratch {
-    x: Vec<f32>,    // [n, d]   residual stream
-    xn: Vec<f32>,   // [n, d]   normed
-    q: Vec<f32>,    // [n, q_dim]
-    k: Vec<f32>,    // [n, kv_dim]
-    v: Vec<f32>,    // [n, kv_dim]
-    att: Vec<f32>,  // [n, q_dim] attention output (heads concatenated)
-    proj: Vec<f32>, // [n, d]   attention / ffn output projection
-    gate: Vec<f32>, // [n, ff]
-    up: Vec<f32>,   // [n, ff]
-    rows: Vec<f32>, // [rows, d] final normed rows whose logits are wanted
+    x: Vec<f32>,           // [n, d]   residual stream
+    xn: Vec<f32>,          // [n, d]   normed
+    q: Vec<f32>,           // [n, q_dim]
+    k: Vec<f32>,           // [n, kv_dim]
+    v: Vec<f32>,           // [n, kv_dim]
+    att: Vec<f32>,         // [n, q_dim] attention output (heads concatenated)
+    proj: Vec<f32>,        // [n, d]   attention / ffn output projection
+    gate: Vec<f32>,        // [n, ff]
+    up: Vec<f32>,          // [n, ff]
+    rows: Vec<f32>,        // [rows, d] final normed rows whose logits are wanted
+    rope: Vec<(f32, f32)>, // [n, rope_dims/2] (cos, sin) per token, shared by every layer
+    rope_one: Vec<(f32, f32)>,
 }
 
 fn grow(v: &mut Vec<f32>, n: usize) {
@@ -159,109 +158,56 @@ fn rmsnorm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// RoPE on one head in place, computing angles the way ggml's rope cache does.
-fn rope(x: &mut [f32], pos: usize, n_dims: usize, base: f32, freq_scale: f32, style: RopeStyle) {
-    let theta_scale = base.powf(-2.0 / n_dims as f32);
-    let mut theta = pos as f32;
-    for i0 in (0..n_dims).step_by(2) {
-        let t = freq_scale * theta;
-        // glibc sinf/cosf, as ggml's rope cache calls them.
-        let (sin, cos) = (t.sin(), t.cos());
-        let (a, b) = match style {
-            RopeStyle::Interleaved => (i0, i0 + 1),
-            RopeStyle::Neox => (i0 / 2, i0 / 2 + n_dims / 2),
-        };
-        let (x0, x1) = (x[a], x[b]);
-        // GCC contracts ggml's `x0*cos - x1*sin` and `x0*sin + x1*cos` into these FMAs.
-        x[a] = x0.mul_add(cos, -(x1 * sin));
-        x[b] = x0.mul_add(sin, x1 * cos);
-        theta *= theta_scale;
-    }
-}
-
-/// Softmax of `s[..n]` in place as ggml_soft_max_f32 runs on AVX2: max-subtracted
-/// `ggml_v_expf`, each 8-wide chunk reduced with `hsum_float_8` into an f64 sum, then scaled
-/// by `(float)(1/sum)`. Entries past `n` (masked in ggml) contribute exp = 0.
-fn softmax(s: &mut [f32]) {
-    let max = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0f64;
-    for chunk in s.chunks_mut(8) {
-        let mut lanes = [0f32; 8];
-        for (l, v) in lanes.iter_mut().zip(chunk.iter_mut()) {
-            *v = ggml::v_expf(*v - max);
-            *l = *v;
-        }
-        sum += ggml::hsum8(&lanes) as f64;
-    }
-    let inv = (1.0 / sum) as f32;
-    for v in s.iter_mut() {
-        *v *= inv;
-    }
+thread_local! {
+    /// Per-thread attention scratch (q rounded to f16, scores): no allocation per token.
+    static ATT_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
 
 /// Attention of one query head over positions 0..=p of one kv head.
-#[allow(clippy::too_many_arguments)]
 fn attend_head(
     q: &[f32],
     kv: &KvCache,
     layer: usize,
     kvh: usize,
     p: usize,
-    batched: bool,
-    scores: &mut Vec<f32>,
+    order: DotOrder,
     out: &mut [f32],
 ) {
     let hd = q.len();
-    let kv_dim = kv.kv_dim;
+    let (kv_dim, n_ctx) = (kv.kv_dim, kv.n_ctx);
     let scale = 1.0 / (hd as f32).sqrt();
-    scores.clear();
-    out.fill(0.0);
-    match (&kv.k[layer], &kv.v[layer]) {
-        (KvRows::F16(k), KvRows::F16(v)) => {
-            // ggml converts q to f16 for the f16 K product, and the attention weights to f16 for
-            // V. With one token per call the products run as ggml_vec_dot_f16, with more as
-            // llamafile's tinyBLAS (8-lane FMA chains); both emulated lane by lane.
-            let q16: Vec<f32> = q.iter().map(|&s| f16::from_f32(s).to_f32()).collect();
-            let dot = if batched {
-                ggml::dot_tinyblas8
-            } else {
-                ggml::dot_vec_f16
-            };
-            let mut row = vec![0f32; hd.max(p + 1)];
-            for j in 0..=p {
-                let kr = &k[j * kv_dim + kvh * hd..][..hd];
-                for (r, b) in row.iter_mut().zip(kr) {
-                    *r = b.to_f32();
+    ATT_SCRATCH.with(|cell| {
+        let (q16, scores) = &mut *cell.borrow_mut();
+        scores.clear();
+        scores.resize(p + 1, 0.0);
+        match (&kv.k[layer], &kv.v[layer]) {
+            (KvRows::F16(k), KvRows::F16(vt)) => {
+                // ggml converts q to f16 for the f16 K product, and the attention weights to f16
+                // for V; with one token per call the products run as ggml_vec_dot_f16, with more
+                // as llamafile's tinyBLAS (8-lane FMA chains): `ops` reproduces both orders.
+                q16.clear();
+                q16.extend_from_slice(q);
+                ops::round_f16(q16);
+                ops::attn_scores(order, q16, &k[kvh * hd..], kv_dim, scale, scores);
+                ops::softmax(scores);
+                ops::round_f16(scores);
+                ops::attn_values(order, scores, &vt[kvh * hd * n_ctx..], n_ctx, out);
+            }
+            (KvRows::F32(k), KvRows::F32(vt)) => {
+                for (j, s) in scores.iter_mut().enumerate() {
+                    let row = &k[j * kv_dim + kvh * hd..][..hd];
+                    *s = q.iter().zip(row).map(|(a, b)| a * b).sum::<f32>() * scale;
                 }
-                scores.push(dot(&q16, &row[..hd]) * scale);
-            }
-            softmax(scores);
-            for w in scores.iter_mut() {
-                *w = f16::from_f32(*w).to_f32();
-            }
-            for (i, o) in out.iter_mut().enumerate() {
-                for (j, r) in row[..=p].iter_mut().enumerate() {
-                    *r = v[j * kv_dim + kvh * hd + i].to_f32();
+                ops::softmax(scores);
+                for (i, o) in out.iter_mut().enumerate() {
+                    let row = &vt[(kvh * hd + i) * n_ctx..][..=p];
+                    *o = scores.iter().zip(row).map(|(w, v)| w * v).sum();
                 }
-                *o = dot(scores, &row[..=p]);
             }
+            _ => unreachable!("K and V of one cache share a type"),
         }
-        (KvRows::F32(k), KvRows::F32(v)) => {
-            for j in 0..=p {
-                let row = &k[j * kv_dim + kvh * hd..][..hd];
-                let s: f32 = q.iter().zip(row).map(|(a, b)| a * b).sum();
-                scores.push(s * scale);
-            }
-            softmax(scores);
-            for (j, &w) in scores.iter().enumerate() {
-                let row = &v[j * kv_dim + kvh * hd..][..hd];
-                for (o, b) in out.iter_mut().zip(row) {
-                    *o += w * b;
-                }
-            }
-        }
-        _ => unreachable!("K and V of one cache share a type"),
-    }
+    });
 }
 
 /// The input of a group of linear layers, as seen by an [`Observer`].
@@ -355,6 +301,19 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
             .map_err(|e| EngineError::Kernel(e.to_string()))?;
     }
 
+    // RoPE angles once per token (ggml's rope cache), shared by every head and layer.
+    sc.rope.clear();
+    for &(_, p) in &tok_seq {
+        ops::rope_cache(
+            p,
+            cfg.rope_dims,
+            cfg.rope_base,
+            cfg.rope_freq_scale,
+            &mut sc.rope_one,
+        );
+        sc.rope.extend_from_slice(&sc.rope_one);
+    }
+
     let mut norm_w = Vec::new();
     let mut bias = Vec::new();
     let group = cfg.n_head / cfg.n_head_kv;
@@ -390,35 +349,23 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
                 }
             }
         }
-        for (i, &(_, p)) in tok_seq.iter().enumerate() {
-            for h in 0..cfg.n_head {
-                let x = &mut sc.q[i * qd + h * hd..][..hd];
-                rope(
-                    x,
-                    p,
-                    cfg.rope_dims,
-                    cfg.rope_base,
-                    cfg.rope_freq_scale,
-                    cfg.rope_style,
-                );
+        let half = cfg.rope_dims / 2;
+        let neox = cfg.rope_style == RopeStyle::Neox;
+        for i in 0..n {
+            let cache = &sc.rope[i * half..(i + 1) * half];
+            for x in sc.q[i * qd..(i + 1) * qd].chunks_exact_mut(hd) {
+                ops::rope_apply(x, cache, neox);
             }
-            for h in 0..cfg.n_head_kv {
-                let x = &mut sc.k[i * kvd + h * hd..][..hd];
-                rope(
-                    x,
-                    p,
-                    cfg.rope_dims,
-                    cfg.rope_base,
-                    cfg.rope_freq_scale,
-                    cfg.rope_style,
-                );
+            for x in sc.k[i * kvd..(i + 1) * kvd].chunks_exact_mut(hd) {
+                ops::rope_apply(x, cache, neox);
             }
         }
         // Store K/V of the whole batch first, so every token sees the ones before it.
         for (i, &(si, p)) in tok_seq.iter().enumerate() {
             let kv = &mut *seqs[si].kv;
             kv.k[l].store(p * kvd, &sc.k[i * kvd..(i + 1) * kvd]);
-            kv.v[l].store(p * kvd, &sc.v[i * kvd..(i + 1) * kvd]);
+            let n_ctx = kv.n_ctx;
+            kv.v[l].store_column(p, n_ctx, &sc.v[i * kvd..(i + 1) * kvd]);
         }
         {
             let q = &sc.q;
@@ -426,16 +373,22 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
             // llama.cpp picks the KQ/KQV kernel by the number of tokens a sequence evaluates, so a
             // sequence decoding one token inside a batch of sequences gets the one-token order
             // (batched decode then equals decoding each sequence alone).
-            let multi: Vec<bool> = seqs.iter().map(|s| s.tokens.len() > 1).collect();
+            let order: Vec<DotOrder> = seqs
+                .iter()
+                .map(|s| match s.tokens.len() > 1 {
+                    true => DotOrder::TinyBlas,
+                    false => DotOrder::VecDotF16,
+                })
+                .collect();
             let tok_seq = &tok_seq;
             sc.att[..n * qd]
                 .par_chunks_mut(hd)
                 .enumerate()
-                .for_each_init(Vec::new, |scores, (ih, out)| {
+                .for_each(|(ih, out)| {
                     let (i, h) = (ih / cfg.n_head, ih % cfg.n_head);
                     let (si, p) = tok_seq[i];
                     let qh = &q[i * qd + h * hd..][..hd];
-                    attend_head(qh, caches[si], l, h / group, p, multi[si], scores, out);
+                    attend_head(qh, caches[si], l, h / group, p, order[si], out);
                 });
         }
         if let Some(o) = obs {
@@ -460,9 +413,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         }
         ub.matmul(&lw.w_gate, &sc.xn, n, &mut sc.gate)?;
         ub.matmul(&lw.w_up, &sc.xn, n, &mut sc.up)?;
-        for (g, u) in sc.gate[..n * ff].iter_mut().zip(&sc.up[..n * ff]) {
-            *g = ggml::silu(*g) * u;
-        }
+        ops::swiglu(&mut sc.gate[..n * ff], &sc.up[..n * ff]);
         if let Some(o) = obs {
             o.observe(l, LinearInput::FfnDown, &sc.gate[..n * ff]);
         }
@@ -515,31 +466,4 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
 /// True when `ty` can be used as a matrix by `matmul` (every type with a vec-dot pairing).
 pub fn matmul_type_ok(ty: GgmlType) -> bool {
     !matches!(ty, GgmlType::Q8_1 | GgmlType::Q8_K)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rope_neox_and_interleaved_rotate_the_same_pairs_differently() {
-        let mut a: Vec<f32> = (0..8).map(|i| i as f32).collect();
-        let mut b = a.clone();
-        rope(&mut a, 3, 8, 10000.0, 1.0, RopeStyle::Interleaved);
-        rope(&mut b, 3, 8, 10000.0, 1.0, RopeStyle::Neox);
-        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>();
-        assert!((norm(&a) - norm(&b)).abs() < 1e-3);
-        assert_ne!(a, b);
-        let mut z = vec![1.0f32, 2.0];
-        rope(&mut z, 0, 2, 10000.0, 1.0, RopeStyle::Interleaved);
-        assert_eq!(z, vec![1.0, 2.0]);
-    }
-
-    #[test]
-    fn softmax_sums_to_one() {
-        let mut s = vec![1.0f32, 2.0, 3.0, -1e9];
-        softmax(&mut s);
-        assert!((s.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert!(s[3] == 0.0);
-    }
 }

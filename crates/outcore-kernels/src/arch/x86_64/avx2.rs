@@ -820,6 +820,51 @@ unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     sumf
 }
 
+mod ops;
+
+fn attn_scores(
+    order: crate::ops::DotOrder,
+    q16: &[f32],
+    k: &[f16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    // SAFETY: reachable only through this level's table, handed out after `is_available`.
+    unsafe { ops::attn_scores_impl(order, q16, k, stride, scale, out) }
+}
+
+fn attn_values(
+    order: crate::ops::DotOrder,
+    w16: &[f32],
+    vt: &[f16],
+    stride: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: as above.
+    unsafe { ops::attn_values_impl(order, w16, vt, stride, out) }
+}
+
+fn softmax(s: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { ops::softmax_impl(s) }
+}
+
+fn swiglu(gate: &mut [f32], up: &[f32]) {
+    // SAFETY: as above.
+    unsafe { ops::swiglu_impl(gate, up) }
+}
+
+fn round_f16(x: &mut [f32]) {
+    // SAFETY: as above.
+    unsafe { ops::round_f16_impl(x) }
+}
+
+fn rope_apply(x: &mut [f32], cache: &[(f32, f32)], neox: bool) {
+    // SAFETY: as above.
+    unsafe { ops::rope_apply_impl(x, cache, neox) }
+}
+
 mod float;
 use float::{
     quantize_f16_impl, quantize_q8_0_impl, quantize_q8_1_impl, quantize_q8_k_impl,
@@ -907,6 +952,12 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_x4: Some(vec_dot_q4_1_q8_1_x4),
     q5_0_q8_0_x4: Some(vec_dot_q5_0_q8_0_x4),
     q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
+    attn_scores,
+    attn_values,
+    softmax,
+    swiglu,
+    round_f16,
+    rope_apply,
 };
 
 static TABLE: KernelTable = AVX2_TABLE;
