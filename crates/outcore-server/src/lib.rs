@@ -22,6 +22,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod metrics;
 pub mod openai;
 pub mod queue;
@@ -72,7 +73,9 @@ fn route_label(path: &str) -> &'static str {
         "/v1/models" => "/v1/models",
         "/health" => "/health",
         "/metrics" => "/metrics",
+        "/v1/reload" => "/v1/reload",
         p if p.starts_with("/v1/models/") && p.ends_with("/unload") => "/v1/models/{id}/unload",
+        p if p.starts_with("/v1/models/") && p.ends_with("/reload") => "/v1/models/{id}/reload",
         p if p.starts_with("/v1/models/") => "/v1/models/{id}",
         _ => "other",
     }
@@ -94,6 +97,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get_one))
         .route("/v1/models/{id}/unload", post(models::unload))
+        .route("/v1/models/{id}/reload", post(models::reload))
+        .route("/v1/reload", post(models::reload_all))
         .route("/health", get(ops::health))
         .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
@@ -157,6 +162,30 @@ pub async fn shutdown_signal() {
     eprintln!("outcore-server: shutting down");
 }
 
+/// On every `SIGHUP`, reloads the models whose files changed ([`Registry::reload_all`]) and
+/// logs what each did. The task ends with the runtime or when the registry is dropped.
+#[cfg(unix)]
+pub fn spawn_reload_on_sighup(
+    registry: &Arc<Registry>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let weak = Arc::downgrade(registry);
+    Ok(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            let Some(registry) = weak.upgrade() else {
+                return;
+            };
+            eprintln!("outcore-server: SIGHUP: checking model files");
+            for (name, r) in registry.reload_all().await {
+                match r {
+                    Ok(o) => eprintln!("outcore-server: model '{name}': {}", o.detail()),
+                    Err(e) => eprintln!("outcore-server: model '{name}': {}", e.message),
+                }
+            }
+        }
+    }))
+}
+
 /// Binds `config.host:config.port` and serves until a signal.
 pub async fn serve(config: ServerConfig, loader: Arc<dyn Loader>) -> Result<(), ServerError> {
     let state = AppState::new(&config, loader)?;
@@ -173,6 +202,10 @@ pub async fn serve(config: ServerConfig, loader: Arc<dyn Loader>) -> Result<(), 
         "outcore-server: listening on http://{local} (models: {})",
         names.join(", ")
     );
+    #[cfg(unix)]
+    if let Err(e) = spawn_reload_on_sighup(&state.registry) {
+        eprintln!("outcore-server: cannot handle SIGHUP ({e}); use POST /v1/reload instead");
+    }
     if config.api_key.is_none() && !local.ip().is_loopback() {
         eprintln!("outcore-server: warning: listening beyond loopback without an api_key");
     }

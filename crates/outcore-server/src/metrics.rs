@@ -13,6 +13,8 @@ use crate::engine::MemoryUsage;
 pub struct ModelStats {
     pub loads: AtomicU64,
     pub unloads: AtomicU64,
+    /// Reloads that mapped a changed file while the model stayed available.
+    pub reloads: AtomicU64,
     pub queued: AtomicUsize,
     pub active: AtomicUsize,
     pub generations: AtomicU64,
@@ -21,6 +23,10 @@ pub struct ModelStats {
     pub prefill_nanos: AtomicU64,
     pub decode_nanos: AtomicU64,
     pub decode_tokens: AtomicU64,
+    /// Batched decode steps (one forward pass each).
+    pub decode_steps: AtomicU64,
+    /// Decode steps by batch size (sequences in the step).
+    batch_sizes: Mutex<BTreeMap<usize, u64>>,
     /// Aggregate decode tokens/s of recent batched steps (moving average), as f64 bits.
     decode_tps: AtomicU64,
 }
@@ -36,6 +42,13 @@ impl ModelStats {
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
         self.decode_tokens
             .fetch_add(batch as u64, Ordering::Relaxed);
+        self.decode_steps.fetch_add(1, Ordering::Relaxed);
+        *self
+            .batch_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(batch)
+            .or_insert(0) += 1;
         let secs = took.as_secs_f64();
         if secs > 0.0 {
             let now = batch as f64 / secs;
@@ -55,6 +68,16 @@ impl ModelStats {
             .fetch_add(prompt as u64, Ordering::Relaxed);
         self.completion_tokens
             .fetch_add(completion as u64, Ordering::Relaxed);
+    }
+
+    /// `(batch size, steps)` for every batch size seen, smallest first.
+    pub fn batch_sizes(&self) -> Vec<(usize, u64)> {
+        self.batch_sizes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(&b, &n)| (b, n))
+            .collect()
     }
 
     pub fn decode_tokens_per_second(&self) -> f64 {
@@ -142,6 +165,12 @@ pub fn render(models: &[ModelRow<'_>], http: &HttpStats, queue_waiting: usize) -
         per_model(&|m| ld(&m.stats.unloads)),
     );
     family(
+        "outcore_model_reloads_total",
+        "counter",
+        "Times a changed model file was mapped by a reload (SIGHUP or the reload endpoints).",
+        per_model(&|m| ld(&m.stats.reloads)),
+    );
+    family(
         "outcore_model_resident_bytes",
         "gauge",
         "Bytes of the model resident in RAM.",
@@ -181,6 +210,34 @@ pub fn render(models: &[ModelRow<'_>], http: &HttpStats, queue_waiting: usize) -
                 m.stats.decode_nanos.load(Ordering::Relaxed) as f64 / 1e9
             )
         }),
+    );
+    family(
+        "outcore_decode_steps_total",
+        "counter",
+        "Batched decode steps (one forward pass over every active sequence).",
+        per_model(&|m| ld(&m.stats.decode_steps)),
+    );
+    family(
+        "outcore_decode_tokens_total",
+        "counter",
+        "Tokens produced by batched decode steps (the sum of their batch sizes).",
+        per_model(&|m| ld(&m.stats.decode_tokens)),
+    );
+    family(
+        "outcore_decode_batch_steps_total",
+        "counter",
+        "Decode steps by batch size: how many sequences shared one forward pass.",
+        models
+            .iter()
+            .flat_map(|m| {
+                m.stats.batch_sizes().into_iter().map(move |(b, n)| {
+                    (
+                        format!("{{model=\"{}\",batch=\"{b}\"}}", label(m.name)),
+                        n.to_string(),
+                    )
+                })
+            })
+            .collect(),
     );
     family(
         "outcore_prefill_seconds_total",

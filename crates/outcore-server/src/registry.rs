@@ -3,7 +3,15 @@
 //! - A model loads on its first request; concurrent first requests wait for that one load.
 //! - A background reaper unloads models idle for `unload_after_idle_seconds`.
 //! - When loading would exceed the RAM budget, the least recently used idle models are unloaded
-//!   first; if that is not enough, the request waits until models go idle.
+//!   first; if that is not enough, the request waits until models go idle. A model counts what
+//!   the engine's planner says it takes (estimated at start, then the plan of its last load).
+//! - A reload (`SIGHUP`, `POST /v1/models/{id}/reload`, `POST /v1/reload`) of a loaded model
+//!   whose file identity (dev, inode, mtime, size) changed maps the new file beside the old one
+//!   and swaps it in: new requests get the new file, requests in flight finish on the old
+//!   mapping, which goes when the last of them ends. A reload that fails keeps the old one.
+//! - Before each load the path's identity is taken, and before each request the loaded files are
+//!   checked: a mapped file truncated in place (same inode, fewer bytes) is refused with a 503
+//!   rather than risking SIGBUS.
 //!
 //! The map's mutex is never held across an `.await`; loads and unloads run on blocking threads
 //! and announce state changes through one `Notify`.
@@ -15,8 +23,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::config::{ConfigError, ModelConfig, ServerConfig};
-use crate::engine::{Engine, Loader, MemoryUsage};
+use crate::engine::{Engine, Loader, MemoryUsage, PlanInfo};
 use crate::error::ApiError;
+use crate::files::{self, FileChange, FileId, LoadedFile};
 use crate::metrics::ModelStats;
 use crate::queue::Queue;
 use crate::worker::{Job, Worker};
@@ -73,6 +82,8 @@ struct Slot {
     /// Incremented at each load attempt; a failed attempt is remembered for its waiters.
     load_epoch: u64,
     failed: Option<(u64, String)>,
+    /// A reload is mapping the file again (one at a time per model).
+    reloading: bool,
 }
 
 /// A model's state for `/v1/models` and `/metrics`.
@@ -84,7 +95,54 @@ pub struct ModelInfo {
     pub stats: Arc<ModelStats>,
     pub cfg: Arc<ModelConfig>,
     pub estimate: u64,
+    /// The files the loaded engine maps (empty when not loaded).
+    pub files: Vec<LoadedFile>,
 }
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// Not loaded: the next request maps whatever the path names then.
+    NotLoaded,
+    /// The loaded files are still what their paths name.
+    Unchanged,
+    /// A changed file was mapped and swapped in; the text says what changed.
+    Reloaded(String),
+}
+
+impl ReloadOutcome {
+    pub fn reloaded(&self) -> bool {
+        matches!(self, ReloadOutcome::Reloaded(_))
+    }
+
+    pub fn detail(&self) -> String {
+        match self {
+            ReloadOutcome::NotLoaded => {
+                "not loaded; the next request maps the file its path names then".into()
+            }
+            ReloadOutcome::Unchanged => "the loaded files are unchanged".into(),
+            ReloadOutcome::Reloaded(what) => format!("reloaded: {what}"),
+        }
+    }
+}
+
+/// Clears a slot's `reloading` mark when a reload ends, however it ends.
+struct ReloadClaim<'a> {
+    registry: &'a Registry,
+    name: &'a str,
+}
+
+impl Drop for ReloadClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.registry.lock().get_mut(self.name) {
+            slot.reloading = false;
+        }
+        self.registry.changed.notify_waiters();
+    }
+}
+
+/// A model opened on a blocking thread, with its worker, and the plan the engine made.
+type Opened = Result<(LoadedModel, Option<PlanInfo>), String>;
 
 pub struct Registry {
     slots: Mutex<BTreeMap<String, Slot>>,
@@ -138,6 +196,7 @@ impl Registry {
                     stats: Arc::default(),
                     load_epoch: 0,
                     failed: None,
+                    reloading: false,
                 },
             );
         }
@@ -162,9 +221,9 @@ impl Registry {
         self.lock()
             .iter()
             .map(|(name, s)| {
-                let memory = match &s.state {
-                    SlotState::Ready(m) => m.engine.memory(),
-                    _ => MemoryUsage::default(),
+                let (memory, files) = match &s.state {
+                    SlotState::Ready(m) => (m.engine.memory(), m.engine.files()),
+                    _ => (MemoryUsage::default(), Vec::new()),
                 };
                 ModelInfo {
                     name: name.clone(),
@@ -174,6 +233,7 @@ impl Registry {
                     stats: s.stats.clone(),
                     cfg: s.cfg.clone(),
                     estimate: s.estimate,
+                    files,
                 }
             })
             .collect()
@@ -195,10 +255,24 @@ impl Registry {
                         let model = m.clone();
                         slot.in_use += 1;
                         slot.last_used = Instant::now();
-                        return Ok(Lease {
+                        drop(slots);
+                        let lease = Lease {
                             model,
                             registry: self.clone(),
-                        });
+                        };
+                        return match files::unsafe_change(&lease.model.engine.files()) {
+                            None => Ok(lease),
+                            Some(change) => {
+                                eprintln!("outcore-server: model '{name}': {change}; refusing requests until it is reloaded");
+                                Err(ApiError::unavailable(
+                                    format!(
+                                        "Model '{name}' cannot be served: {change}. Restore the file \
+                                         and reload the model (POST /v1/models/{name}/reload)"
+                                    ),
+                                    "model_file_truncated",
+                                ))
+                            }
+                        };
                     }
                     SlotState::Unloaded => {
                         if let (Some(epoch), Some((failed, msg))) = (waited_on, &slot.failed) {
@@ -303,6 +377,49 @@ impl Registry {
         self.changed.notify_waiters();
     }
 
+    /// Opens `cfg`'s model and starts its worker on a blocking thread. The path's identity is
+    /// taken first (a missing or emptied file fails here, with its name); if the engine ends up
+    /// mapping another file (replaced during the load), that is said, and the engine's own
+    /// identities are what later reloads compare against.
+    async fn open(&self, cfg: Arc<ModelConfig>, stats: Arc<ModelStats>) -> Opened {
+        let loader = self.loader.clone();
+        tokio::task::spawn_blocking(move || -> Opened {
+            let before = FileId::of(&cfg.path)
+                .map_err(|e| format!("{}: {e}", cfg.path.display()))?;
+            if before.size == 0 && cfg.path.is_file() {
+                return Err(format!("{} is empty", cfg.path.display()));
+            }
+            let engine = loader.load(&cfg).map_err(|e| e.to_string())?;
+            if let Some(f) = engine.files().iter().find(|f| f.path == cfg.path) {
+                if f.id != before {
+                    eprintln!(
+                        "outcore-server: model '{}': {} changed while loading; serving inode {} ({} bytes)",
+                        cfg.name,
+                        cfg.path.display(),
+                        f.id.inode,
+                        f.id.size
+                    );
+                }
+            }
+            let plan = engine.plan();
+            if let Some(p) = &plan {
+                eprintln!("outcore-server: model '{}': {}", cfg.name, p.summary);
+            }
+            let worker = Worker::spawn(&cfg.name, engine.clone(), cfg.parallel, stats)
+                .map_err(|e| format!("starting the worker thread: {e}"))?;
+            Ok((
+                LoadedModel {
+                    name: cfg.name.clone(),
+                    engine,
+                    worker: Mutex::new(worker),
+                },
+                plan,
+            ))
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the loader panicked: {e}")))
+    }
+
     async fn load(
         self: Arc<Self>,
         cfg: Arc<ModelConfig>,
@@ -312,29 +429,18 @@ impl Registry {
         for (name, model) in victims {
             self.finish_unload(&name, model).await;
         }
-        let loader = self.loader.clone();
-        let cfg2 = cfg.clone();
-        let stats2 = stats.clone();
-        let result = tokio::task::spawn_blocking(move || -> Result<LoadedModel, String> {
-            let engine = loader.load(&cfg2).map_err(|e| e.to_string())?;
-            let worker = Worker::spawn(&cfg2.name, engine.clone(), cfg2.parallel, stats2)
-                .map_err(|e| format!("starting the worker thread: {e}"))?;
-            Ok(LoadedModel {
-                name: cfg2.name.clone(),
-                engine,
-                worker: Mutex::new(worker),
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(format!("the loader panicked: {e}")));
+        let result = self.open(cfg.clone(), stats.clone()).await;
         {
             let mut slots = self.lock();
             if let Some(slot) = slots.get_mut(&cfg.name) {
                 match result {
-                    Ok(model) => {
+                    Ok((model, plan)) => {
                         slot.state = SlotState::Ready(Arc::new(model));
                         slot.last_used = Instant::now();
                         slot.failed = None;
+                        if let Some(p) = plan {
+                            slot.estimate = p.ram_bytes;
+                        }
                         stats
                             .loads
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -348,6 +454,96 @@ impl Registry {
             }
         }
         self.changed.notify_waiters();
+    }
+
+    /// Maps `name`'s file again if it changed since it was loaded (see the module docs).
+    /// Waits for a load, unload or other reload of the same model to end first.
+    pub async fn reload(&self, name: &str) -> Result<ReloadOutcome, ApiError> {
+        let (old, cfg, stats) = loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            {
+                let mut slots = self.lock();
+                let slot = slots
+                    .get_mut(name)
+                    .ok_or_else(|| ApiError::model_not_found(name))?;
+                match &slot.state {
+                    SlotState::Unloaded => return Ok(ReloadOutcome::NotLoaded),
+                    SlotState::Ready(m) if !slot.reloading => {
+                        slot.reloading = true;
+                        break (m.clone(), slot.cfg.clone(), slot.stats.clone());
+                    }
+                    _ => {
+                        notified.as_mut().enable();
+                    }
+                }
+            }
+            notified.await;
+        };
+        let _claim = ReloadClaim {
+            registry: self,
+            name,
+        };
+        let loaded = old.engine.files();
+        let change = tokio::task::spawn_blocking(move || files::check_all(&loaded))
+            .await
+            .map_err(|e| ApiError::internal(format!("file check failed: {e}")))?;
+        match &change {
+            FileChange::Unchanged => return Ok(ReloadOutcome::Unchanged),
+            FileChange::Missing { .. } => {
+                return Err(ApiError::unavailable(
+                    format!(
+                        "Cannot reload model '{name}': {change}; still serving the loaded file"
+                    ),
+                    "model_reload_failed",
+                ))
+            }
+            _ => {}
+        }
+        eprintln!("outcore-server: reloading model '{name}': {change}");
+        let (model, plan) = self.open(cfg, stats.clone()).await.map_err(|msg| {
+            eprintln!("outcore-server: reloading model '{name}' failed: {msg}");
+            ApiError::unavailable(
+                format!("Reloading model '{name}' failed: {msg}; still serving the previously loaded file"),
+                "model_reload_failed",
+            )
+        })?;
+        let leftover = {
+            let mut slots = self.lock();
+            match slots.get_mut(name) {
+                Some(slot) if matches!(&slot.state, SlotState::Ready(cur) if Arc::ptr_eq(cur, &old)) =>
+                {
+                    slot.state = SlotState::Ready(Arc::new(model));
+                    if let Some(p) = plan {
+                        slot.estimate = p.ram_bytes;
+                    }
+                    for c in [&stats.loads, &stats.reloads] {
+                        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    None
+                }
+                // Unloaded (idle, evicted, by an operator) while the new file was mapped.
+                _ => Some(model),
+            }
+        };
+        // The old model goes when the last request holding it ends (its worker drains).
+        drop(old);
+        if let Some(m) = leftover {
+            let _ = tokio::task::spawn_blocking(move || m.shutdown()).await;
+            return Ok(ReloadOutcome::NotLoaded);
+        }
+        Ok(ReloadOutcome::Reloaded(change.to_string()))
+    }
+
+    /// [`Registry::reload`] for every model, in name order.
+    pub async fn reload_all(&self) -> Vec<(String, Result<ReloadOutcome, ApiError>)> {
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            let r = self.reload(&name).await;
+            out.push((name, r));
+        }
+        out
     }
 
     fn release(&self, name: &str) {

@@ -106,8 +106,12 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    /// Without an explicit [`Worker::shutdown`] (a model replaced by a reload, dropped when its
+    /// last request ends): close the job channel and let the thread finish what it holds and
+    /// exit on its own, without blocking the caller (often an async task) on a decode step.
     fn drop(&mut self) {
-        self.shutdown();
+        self.jobs = None;
+        drop(self.thread.take());
     }
 }
 

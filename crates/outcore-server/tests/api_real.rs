@@ -178,6 +178,56 @@ async fn batched_sequences_match_single_decoding() {
     }
 }
 
+/// With four requests in flight on four slots, every sequence advances in one batched forward
+/// step per token (`Model::forward_batch`): /metrics counts steps by batch size.
+#[tokio::test]
+async fn four_streams_decode_in_one_batched_step() {
+    let app = server(4, 256, |_| {});
+    let rows = greedy_rows();
+    let mut tasks = Vec::new();
+    for i in [0usize, 2, 5, 6] {
+        let app = app.clone();
+        let prompt = rows[i].prompt.clone();
+        tasks.push(tokio::spawn(async move {
+            complete(
+                &app,
+                json!({"model": "smol", "prompt": prompt, "max_tokens": 32, "temperature": 0}),
+            )
+            .await
+        }));
+    }
+    let mut generated = 0.0;
+    for t in tasks {
+        generated += t.await.unwrap()["usage"]["completion_tokens"]
+            .as_f64()
+            .unwrap();
+    }
+    let m = get(&app, "/metrics").await.text();
+    let steps = metric(&m, "outcore_decode_steps_total", "{model=\"smol\"}").unwrap();
+    let tokens = metric(&m, "outcore_decode_tokens_total", "{model=\"smol\"}").unwrap();
+    // The first token of each request comes from its prefill, the rest from decode steps (a
+    // step that ends a sequence with EOS counts a token the usage does not).
+    assert!(
+        tokens >= generated - 4.0,
+        "{tokens} decoded, {generated} generated"
+    );
+    let four = metric(
+        &m,
+        "outcore_decode_batch_steps_total",
+        "{model=\"smol\",batch=\"4\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        four > 0.0,
+        "no step decoded all four sequences together:\n{m}"
+    );
+    assert!(
+        steps < tokens,
+        "{steps} steps for {tokens} tokens: sequences were not batched"
+    );
+    println!("decode: {tokens} tokens in {steps} steps ({four} steps of 4)");
+}
+
 #[tokio::test]
 async fn bad_inputs_with_the_real_tokenizer() {
     let app = server(1, 64, |c| c.api_key = Some("k".into()));

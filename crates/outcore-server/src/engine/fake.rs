@@ -10,6 +10,7 @@ use super::{
     TokenSampler,
 };
 use crate::config::ModelConfig;
+use crate::files::{FileId, LoadedFile};
 
 pub const BOS: u32 = 1;
 pub const EOS: u32 = 2;
@@ -41,6 +42,9 @@ pub struct FakeOptions {
     pub n_ctx: usize,
     /// Loads fail (to test 503s).
     pub fail_load: bool,
+    /// The reply is the model file's contents (to tell a reloaded file from the old one); a
+    /// file that starts with "FAIL" does not load.
+    pub reply_from_file: bool,
 }
 
 impl Default for FakeOptions {
@@ -52,6 +56,7 @@ impl Default for FakeOptions {
             load_delay: Duration::ZERO,
             n_ctx: 64,
             fail_load: false,
+            reply_from_file: false,
         }
     }
 }
@@ -84,12 +89,33 @@ impl Loader for FakeLoader {
                 reason: "fake load failure".into(),
             });
         }
+        let load_err = |reason: String| EngineError::Load {
+            name: cfg.name.clone(),
+            path: cfg.path.clone(),
+            reason,
+        };
+        // Like a real engine: the identity of the file as opened, then its bytes.
+        let file = std::fs::File::open(&cfg.path).map_err(|e| load_err(e.to_string()))?;
+        let meta = file.metadata().map_err(|e| load_err(e.to_string()))?;
+        let mut options = self.options.clone();
+        if options.reply_from_file {
+            let text = std::io::read_to_string(file).map_err(|e| load_err(e.to_string()))?;
+            if text.starts_with("FAIL") {
+                return Err(load_err("the file says FAIL".into()));
+            }
+            options.reply = text;
+        }
         self.stats.loads.fetch_add(1, Ordering::SeqCst);
         let n_ctx = cfg.n_ctx.unwrap_or(self.options.n_ctx);
         Ok(Arc::new(FakeEngine {
-            options: self.options.clone(),
+            options,
             n_ctx,
             stats: self.stats.clone(),
+            file: LoadedFile {
+                path: cfg.path.clone(),
+                id: FileId::from_metadata(&meta),
+                mapped: true,
+            },
         }))
     }
 }
@@ -98,6 +124,7 @@ pub struct FakeEngine {
     options: FakeOptions,
     n_ctx: usize,
     stats: Arc<FakeStats>,
+    file: LoadedFile,
 }
 
 impl Drop for FakeEngine {
@@ -243,6 +270,10 @@ impl Engine for FakeEngine {
             resident_bytes: 4096,
             file_backed_bytes: 8192,
         }
+    }
+
+    fn files(&self) -> Vec<LoadedFile> {
+        vec![self.file.clone()]
     }
 }
 

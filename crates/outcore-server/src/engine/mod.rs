@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::ModelConfig;
+use crate::files::LoadedFile;
 
 pub mod fake;
 #[cfg(feature = "engine")]
@@ -121,17 +122,39 @@ pub trait Engine: Send + Sync {
         tokens: &[u32],
     ) -> Result<Vec<Vec<f32>>, EngineError>;
     fn memory(&self) -> MemoryUsage;
+    /// The files behind the weights as they were opened (identity, mapped or copied), for
+    /// reloads and the in-place truncation check. Empty when the engine has no files.
+    fn files(&self) -> Vec<LoadedFile> {
+        Vec::new()
+    }
+    /// How the engine's planner laid the model out, if it has one.
+    fn plan(&self) -> Option<PlanInfo> {
+        None
+    }
+}
+
+/// The engine planner's view of a loaded model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanInfo {
+    /// The planner's one-paragraph summary (what `outcore run --stats` prints).
+    pub summary: String,
+    /// RAM the model takes under that plan (resident weights or streaming ring, KV cache for
+    /// every slot, scratch): what the server's budget counts.
+    pub ram_bytes: u64,
 }
 
 /// Opens models named in the config. The registry calls it on a blocking thread.
 pub trait Loader: Send + Sync {
     /// RAM the model will take once loaded (weights + KV cache for all slots), for the budget.
+    /// Called once per model at start; after each load the engine's own [`Engine::plan`]
+    /// replaces it.
     fn estimate_bytes(&self, cfg: &ModelConfig) -> u64;
     fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError>;
 }
 
-/// A rough KV estimate when the engine has no planner: 2 (K,V) x f16 x a 135M-class model's
-/// layers x kv width, scaled by context and slots. Used only for the budget.
+/// A rough estimate for when the engine's planner cannot run (the file does not open): the file
+/// plus 2 (K,V) x f16 x a 135M-class model's layers x kv width, scaled by context and slots.
+/// Used only for the budget until the first load brings the planner's figure.
 pub fn fallback_estimate(file_bytes: u64, n_ctx: usize, parallel: usize) -> u64 {
     const KV_BYTES_PER_POSITION: u64 = 2 * 2 * 30 * 192;
     file_bytes + KV_BYTES_PER_POSITION * n_ctx as u64 * parallel as u64

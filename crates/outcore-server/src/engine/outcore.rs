@@ -1,20 +1,23 @@
 //! The adapter from [`Engine`] to the real `outcore_engine::model::Model`.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use outcore_engine::chat::{ChatMessage as EngineMessage, RenderOptions};
-use outcore_engine::kv_cache::{CacheType, KvCache};
-use outcore_engine::model::{LoadOptions, Model, State};
+use outcore_engine::memory::plan::{Plan, Strategy};
+use outcore_engine::memory::probe::MemLimits;
+use outcore_engine::model::{plan_load, LoadOptions, Model, State, Streaming};
 use outcore_engine::sampler::{Sampler, SamplingParams};
 use outcore_engine::tokenizer::{StreamDecoder, Tokenizer};
 use outcore_format::mapping::LoadMode;
 
 use super::{
-    fallback_estimate, ChatMessage, Engine, EngineError, Loader, MemoryUsage, Sampling, SeqState,
-    TextDecoder, TokenSampler,
+    fallback_estimate, ChatMessage, Engine, EngineError, Loader, MemoryUsage, PlanInfo, Sampling,
+    SeqState, TextDecoder, TokenSampler,
 };
 use crate::config::ModelConfig;
+use crate::files::{FileId, LoadedFile};
 
 /// Context per sequence when the config names none: the model's, capped to bound the KV cache
 /// (each slot keeps its own; SmolLM2-135M's f16 cache is 23 MiB per 1024 positions).
@@ -31,7 +34,7 @@ fn load_err(cfg: &ModelConfig, reason: impl ToString) -> EngineError {
     }
 }
 
-fn file_bytes(path: &std::path::Path) -> u64 {
+fn file_bytes(path: &Path) -> u64 {
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() => std::fs::read_dir(path)
             .map(|rd| {
@@ -47,50 +50,110 @@ fn file_bytes(path: &std::path::Path) -> u64 {
     }
 }
 
-/// Hyperparameters from a GGUF header without loading the weights.
-fn gguf_config(path: &std::path::Path) -> Option<outcore_engine::ModelConfig> {
+/// The training context from a GGUF header without binding the weights.
+fn gguf_n_ctx_train(path: &Path) -> Option<usize> {
     let f = outcore_format::gguf::GgufFile::open(path, LoadMode::Mmap).ok()?;
-    outcore_engine::ModelConfig::from_gguf(&f.metadata, None).ok()
+    outcore_engine::ModelConfig::from_gguf(&f.metadata, None)
+        .ok()
+        .map(|c| c.n_ctx_train)
+}
+
+/// Context per sequence: the config's, else the model's training context capped.
+fn n_ctx_for(cfg: &ModelConfig, n_ctx_train: usize) -> usize {
+    cfg.n_ctx
+        .unwrap_or(n_ctx_train.min(DEFAULT_N_CTX_CAP))
+        .max(8)
+}
+
+/// The engine's load options for `cfg` with `n_ctx` positions per slot: the planner sizes the
+/// KV cache for every slot (`n_ctx x parallel`) and honours the model's own `max_ram`.
+fn load_options(cfg: &ModelConfig, n_ctx: usize) -> LoadOptions {
+    let load = if cfg.use_mlock {
+        LoadMode::Mlock
+    } else if cfg.use_mmap {
+        LoadMode::Mmap
+    } else {
+        LoadMode::Read
+    };
+    let defaults = LoadOptions::default();
+    LoadOptions {
+        load,
+        n_threads: cfg.n_threads.unwrap_or(defaults.n_threads),
+        max_ram: cfg.max_ram,
+        n_ctx_hint: n_ctx.saturating_mul(cfg.parallel.max(1)),
+        chat_template: cfg.chat_template.clone(),
+        ..defaults
+    }
+}
+
+/// RAM a model takes under `plan`: the weights it keeps in memory (every byte when read or
+/// locked; the hot set when mapped; the resident layers plus the streaming ring otherwise),
+/// the KV cache and the scratch buffers. The planner's safety margin is per process and is not
+/// counted per model.
+pub fn planned_ram(plan: &Plan) -> u64 {
+    let weights = match plan.strategy {
+        Strategy::Read | Strategy::Mlock => plan.file_bytes.max(
+            plan.resident_bytes
+                .saturating_add(plan.cold_non_layer_bytes),
+        ),
+        Strategy::Mmap => plan.resident_bytes,
+        Strategy::Stream { .. } => plan.resident_bytes.saturating_add(plan.window_bytes),
+    };
+    weights
+        .saturating_add(plan.kv_bytes)
+        .saturating_add(plan.scratch_bytes)
+}
+
+/// The plan a load of `cfg` would make here and now. Like `outcore plan`, this binds the
+/// weights over a plain mapping (the header is parsed; no weight is read) and runs the engine's
+/// planner with the memory limits probed now.
+pub fn dry_plan(cfg: &ModelConfig) -> Result<Plan, EngineError> {
+    let probe = LoadOptions {
+        load: LoadMode::Mmap,
+        streaming: Streaming::Off,
+        n_threads: 1,
+        ..LoadOptions::default()
+    };
+    let model = Model::load(&cfg.path, &probe).map_err(|e| load_err(cfg, e))?;
+    let opts = load_options(cfg, n_ctx_for(cfg, model.config.n_ctx_train));
+    let limits = MemLimits::probe().unwrap_or_else(|_| MemLimits::unconstrained(u64::MAX));
+    Ok(plan_load(
+        model.source(),
+        &model.config,
+        &model.weights,
+        &opts,
+        &limits,
+    )
+    .0)
 }
 
 impl Loader for OutcoreLoader {
     fn estimate_bytes(&self, cfg: &ModelConfig) -> u64 {
-        let file = file_bytes(&cfg.path);
-        match gguf_config(&cfg.path) {
-            Some(mc) => {
-                let n_ctx = cfg.n_ctx.unwrap_or(mc.n_ctx_train.min(DEFAULT_N_CTX_CAP));
-                let kv = KvCache::bytes_for(CacheType::F16, mc.n_layer, n_ctx, mc.kv_dim());
-                file + kv * cfg.parallel as u64
+        match dry_plan(cfg) {
+            Ok(plan) => planned_ram(&plan),
+            Err(e) => {
+                eprintln!("outcore-server: cannot plan model '{}' yet ({e}); budgeting its file size until it loads", cfg.name);
+                fallback_estimate(
+                    file_bytes(&cfg.path),
+                    cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP),
+                    cfg.parallel,
+                )
             }
-            None => fallback_estimate(file, cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP), cfg.parallel),
         }
     }
 
     fn load(&self, cfg: &ModelConfig) -> Result<Arc<dyn Engine>, EngineError> {
-        let load = if cfg.use_mlock {
-            LoadMode::Mlock
-        } else if cfg.use_mmap {
-            LoadMode::Mmap
-        } else {
-            LoadMode::Read
-        };
-        let defaults = LoadOptions::default();
-        let opts = LoadOptions {
-            load,
-            n_threads: cfg.n_threads.unwrap_or(defaults.n_threads),
-            max_ram: cfg.max_ram,
-            n_ctx_hint: cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP) * cfg.parallel,
-            chat_template: cfg.chat_template.clone(),
-            ..defaults
-        };
-        let model = Model::load(&cfg.path, &opts).map_err(|e| load_err(cfg, e))?;
+        // The KV hint needs the context before the model is open: read it from the header.
+        let hint = gguf_n_ctx_train(&cfg.path)
+            .map_or(cfg.n_ctx.unwrap_or(DEFAULT_N_CTX_CAP), |t| {
+                n_ctx_for(cfg, t)
+            });
+        let model =
+            Model::load(&cfg.path, &load_options(cfg, hint)).map_err(|e| load_err(cfg, e))?;
         if model.tokenizer().is_none() {
             return Err(load_err(cfg, "the model has no tokenizer"));
         }
-        let n_ctx = cfg
-            .n_ctx
-            .unwrap_or(model.config.n_ctx_train.min(DEFAULT_N_CTX_CAP))
-            .max(8);
+        let n_ctx = n_ctx_for(cfg, model.config.n_ctx_train);
         let kv_bytes = model.kv_bytes(n_ctx);
         Ok(Arc::new(OutcoreEngine {
             model: Arc::new(model),
@@ -241,6 +304,35 @@ impl Engine for OutcoreEngine {
         }
         usage.resident_bytes += self.live.load(Ordering::Relaxed) as u64 * self.kv_bytes;
         usage
+    }
+
+    fn files(&self) -> Vec<LoadedFile> {
+        self.model
+            .source()
+            .mappings()
+            .iter()
+            .map(|m| {
+                let id = m.file_identity();
+                LoadedFile {
+                    path: m.path().to_path_buf(),
+                    id: FileId {
+                        dev: id.dev,
+                        inode: id.inode,
+                        size: id.size,
+                        mtime: id.mtime,
+                    },
+                    mapped: m.mode() != LoadMode::Read,
+                }
+            })
+            .collect()
+    }
+
+    fn plan(&self) -> Option<PlanInfo> {
+        let plan = self.model.plan();
+        Some(PlanInfo {
+            summary: plan.summary(),
+            ram_bytes: planned_ram(plan),
+        })
     }
 }
 
