@@ -87,6 +87,19 @@ impl Calibrator {
     pub fn from_tokens(model: &Path, tokens: Vec<u32>, chunk: usize) -> Result<Calibrator> {
         let model_obj =
             Model::load(model, &LoadOptions::default()).map_err(|e| engine_err(model, e))?;
+        let nv = model_obj.config.n_vocab;
+        if let Some(bad) = tokens.iter().find(|&&t| t as usize >= nv) {
+            return Err(ConvertError::BadTensor {
+                tensor: model.display().to_string(),
+                problem: format!("calibration token id {bad} is outside the vocabulary ({nv})"),
+            });
+        }
+        if tokens.is_empty() {
+            return Err(ConvertError::Missing {
+                path: model.to_path_buf(),
+                what: "calibration tokens (none given)",
+            });
+        }
         Ok(Calibrator {
             model: model_obj,
             tokens,

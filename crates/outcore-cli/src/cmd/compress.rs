@@ -28,6 +28,10 @@ pub struct CompressArgs {
     /// Energy target instead of a rank: keep this fraction of each matrix's squared Frobenius norm.
     #[arg(long)]
     pub energy: Option<f64>,
+    /// Parameter reduction instead of a rank: each matrix gets the largest rank whose two factors
+    /// hold at most (1 - P) of its parameters (0.2: 20% fewer parameters).
+    #[arg(long)]
+    pub reduction: Option<f64>,
     /// Power iterations of the range finder.
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
@@ -40,6 +44,10 @@ pub struct CompressArgs {
     /// Calibration text file: activation-aware (whitened) SVD instead of plain SVD.
     #[arg(long)]
     pub calibration: Option<PathBuf>,
+    /// Calibration token ids instead of text (a file of integers separated by commas or
+    /// whitespace), for models without a usable tokenizer.
+    #[arg(long = "calibration-ids", conflicts_with = "calibration")]
+    pub calibration_ids: Option<PathBuf>,
     /// Calibration tokens at most.
     #[arg(long = "calibration-tokens", default_value_t = 2048)]
     pub calibration_tokens: usize,
@@ -71,10 +79,13 @@ impl CompressProgress for Bar {
 }
 
 pub fn run(args: &CompressArgs) -> Result<()> {
-    let rank = match args.energy {
-        Some(e) if e > 0.0 && e <= 1.0 => RankSpec::Energy(e),
-        Some(e) => bail!("--energy {e}: expected a fraction in (0, 1]"),
-        None => RankSpec::parse(&args.rank)
+    let rank = match (args.energy, args.reduction) {
+        (Some(_), Some(_)) => bail!("give --energy or --reduction, not both"),
+        (Some(e), _) if e > 0.0 && e <= 1.0 => RankSpec::Energy(e),
+        (Some(e), _) => bail!("--energy {e}: expected a fraction in (0, 1]"),
+        (_, Some(p)) if p > 0.0 && p < 1.0 => RankSpec::Reduction(p),
+        (_, Some(p)) => bail!("--reduction {p}: expected a fraction in (0, 1)"),
+        (None, None) => RankSpec::parse(&args.rank)
             .with_context(|| format!("--rank {}: expected an integer or a fraction", args.rank))?,
     };
     let ty = GgmlType::from_name(&args.ty.to_ascii_lowercase())
@@ -93,7 +104,32 @@ pub fn run(args: &CompressArgs) -> Result<()> {
             eprintln!("calibration: {} tokens from {}", c.n_tokens(), p.display());
             Some(c)
         }
-        None => None,
+        None => match &args.calibration_ids {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read {}", p.display()))?;
+                let mut ids = Vec::new();
+                for w in text.split(|c: char| c == ',' || c.is_whitespace()) {
+                    if !w.is_empty() {
+                        ids.push(w.parse::<u32>().with_context(|| {
+                            format!("{}: `{w}` is not a token id", p.display())
+                        })?);
+                    }
+                }
+                ids.truncate(args.calibration_tokens);
+                if ids.is_empty() {
+                    bail!("{}: no token ids", p.display());
+                }
+                let c = Calibrator::from_tokens(&args.model, ids, args.calibration_ctx)?;
+                eprintln!(
+                    "calibration: {} token ids from {}",
+                    c.n_tokens(),
+                    p.display()
+                );
+                Some(c)
+            }
+            None => None,
+        },
     };
     let opts = CompressOptions {
         input: args.model.clone(),
