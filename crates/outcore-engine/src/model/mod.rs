@@ -361,6 +361,7 @@ impl Model {
             residency,
         };
         self.pool.install(|| {
+            let _spin = Spinners::start(rayon::current_num_threads().saturating_sub(1));
             llama::forward_observed(&self.config, &self.weights, &bytes, seqs, scratch, obs)
         })
     }
@@ -674,4 +675,41 @@ fn plan_residency(
         }
     }
     Ok((p, Some(r)))
+}
+
+/// Keeps the other workers of the compute pool spinning on rayon's queues for the length of one
+/// forward pass, so the many small parallel steps of a token (one per matmul, attention, ...)
+/// start at spin latency instead of a futex wake-up each (rayon parks idle workers after a few
+/// rounds). A spinner that finds no work for 2 ms stops (spin briefly, then park).
+struct Spinners(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Spinners {
+    fn start(n: usize) -> Spinners {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for _ in 0..n {
+            let stop = stop.clone();
+            rayon::spawn(move || {
+                use std::sync::atomic::Ordering;
+                let mut last_work = std::time::Instant::now();
+                while !stop.load(Ordering::Relaxed) {
+                    match rayon::yield_now() {
+                        Some(rayon::Yield::Executed) => last_work = std::time::Instant::now(),
+                        _ => {
+                            if last_work.elapsed() > std::time::Duration::from_millis(2) {
+                                break;
+                            }
+                            std::hint::spin_loop();
+                        }
+                    }
+                }
+            });
+        }
+        Spinners(stop)
+    }
+}
+
+impl Drop for Spinners {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }

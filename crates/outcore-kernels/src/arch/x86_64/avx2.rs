@@ -160,6 +160,14 @@ pub(super) fn f16x4(h: [f16; 4]) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
 
+/// One f16 -> f32 with F16C (`half`'s `to_f32` checks the CPU at run time on every call and
+/// is not inlined, which costs more than the integer work of a block).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+pub(crate) fn h2f(h: f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
 /// Runs a 32-element-block dot product four blocks at a time. `sums(i)` gives block i's 8-lane
 /// integer partial sums; `contrib(idx, sumi)` turns the exact block totals of the four blocks
 /// `idx` into their f32 contributions with the scalar twin's elementwise float ops; those are
@@ -284,7 +292,7 @@ macro_rules! block32_kernels {
                         super::avx2::load256(y.qs.as_ptr() as *const u8),
                     )
                 };
-                let dd = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * super::avx2::h2f(y.d));
                 acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_i8(a, b)), acc);
             }
             super::avx2::hsum_f32x8(acc)
@@ -300,13 +308,19 @@ macro_rules! block32_kernels {
             for i in 0..nb {
                 // SAFETY: qs are 32 readable bytes.
                 let a = unsafe { super::avx2::load256(x[i].qs.as_ptr() as *const u8) };
-                let dx = x[i].d.to_f32();
-                for t in 0..4 {
-                    let y = &ys[t][i];
+                let dx = _mm_set1_ps(super::avx2::h2f(x[i].d));
+                let dy = _mm_cvtph_ps(_mm_cvtsi64_si128(
+                    (ys[0][i].d.to_bits() as u64
+                        | (ys[1][i].d.to_bits() as u64) << 16
+                        | (ys[2][i].d.to_bits() as u64) << 32
+                        | (ys[3][i].d.to_bits() as u64) << 48) as i64,
+                ));
+                let dd = _mm256_castps128_ps256(_mm_mul_ps(dx, dy));
+                for (t, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: qs are 32 readable bytes.
-                    let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
-                    let dd = _mm256_set1_ps(dx * y.d.to_f32());
-                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_i8(a, b)), acc[t]);
+                    let b = unsafe { super::avx2::load256(ys[t][i].qs.as_ptr() as *const u8) };
+                    let ddt = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(t as i32));
+                    *acc = _mm256_fmadd_ps(ddt, _mm256_cvtepi32_ps($dot_i8(a, b)), *acc);
                 }
             }
             [
@@ -352,11 +366,11 @@ macro_rules! block32_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut summs = 0.0f32;
             for (x, y) in x.iter().zip(y) {
-                summs = x.m.to_f32().mul_add(y.s.to_f32(), summs);
+                summs = super::avx2::h2f(x.m).mul_add(super::avx2::h2f(y.s), summs);
                 let q = super::avx2::nibbles_32(&x.qs);
                 // SAFETY: 32 readable bytes.
                 let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
-                let dd = _mm256_set1_ps(x.d.to_f32() * y.d.to_f32());
+                let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * super::avx2::h2f(y.d));
                 acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), acc);
             }
             super::avx2::hsum_f32x8(acc) + summs
@@ -369,24 +383,40 @@ macro_rules! block32_kernels {
         unsafe fn vec_dot_q4_1_q8_1_x4_impl(x: &[BlockQ4_1], ys: [&[BlockQ8_1]; 4]) -> [f32; 4] {
             let nb = ys.iter().fold(x.len(), |n, y| n.min(y.len()));
             let mut acc = [_mm256_setzero_ps(); 4];
-            let mut summs = [0.0f32; 4];
+            // Lane 2t+1 holds token t's running `m * s` sum; even lanes are unused.
+            let mut summs = _mm256_setzero_ps();
+            let pair = |a: half::f16, b: half::f16| {
+                (a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32
+            };
             for i in 0..nb {
                 let q = super::avx2::nibbles_32(&x[i].qs);
-                let (dx, mx) = (x[i].d.to_f32(), x[i].m.to_f32());
-                for t in 0..4 {
-                    let y = &ys[t][i];
-                    summs[t] = mx.mul_add(y.s.to_f32(), summs[t]);
+                // [dx, mx] and the four tokens' [d, s] pairs, converted together.
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(pair(x[i].d, x[i].m)));
+                let dx = _mm256_broadcastss_ps(dm);
+                let mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
+                let ds = _mm256_cvtph_ps(_mm_setr_epi32(
+                    pair(ys[0][i].d, ys[0][i].s),
+                    pair(ys[1][i].d, ys[1][i].s),
+                    pair(ys[2][i].d, ys[2][i].s),
+                    pair(ys[3][i].d, ys[3][i].s),
+                ));
+                summs = _mm256_fmadd_ps(mx, ds, summs);
+                let dd = _mm256_mul_ps(dx, ds);
+                for (t, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: 32 readable bytes.
-                    let b = unsafe { super::avx2::load256(y.qs.as_ptr() as *const u8) };
-                    let dd = _mm256_set1_ps(dx * y.d.to_f32());
-                    acc[t] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), acc[t]);
+                    let b = unsafe { super::avx2::load256(ys[t][i].qs.as_ptr() as *const u8) };
+                    let ddt = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(2 * t as i32));
+                    *acc = _mm256_fmadd_ps(ddt, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), *acc);
                 }
             }
+            let mut sm = [0f32; 8];
+            // SAFETY: `sm` is 32 writable bytes.
+            unsafe { _mm256_storeu_ps(sm.as_mut_ptr(), summs) };
             [
-                super::avx2::hsum_f32x8(acc[0]) + summs[0],
-                super::avx2::hsum_f32x8(acc[1]) + summs[1],
-                super::avx2::hsum_f32x8(acc[2]) + summs[2],
-                super::avx2::hsum_f32x8(acc[3]) + summs[3],
+                super::avx2::hsum_f32x8(acc[0]) + sm[1],
+                super::avx2::hsum_f32x8(acc[1]) + sm[3],
+                super::avx2::hsum_f32x8(acc[2]) + sm[5],
+                super::avx2::hsum_f32x8(acc[3]) + sm[7],
             ]
         }
 
@@ -621,8 +651,12 @@ macro_rules! k45_kernels {
                     acc = $sub32(acc, lo, a0, scales[2 * c] as i32);
                     acc = $sub32(acc, hi, a1, scales[2 * c + 1] as i32);
                 }
-                sums = $crate::arch::x86_64::avx2::add_lanes(sums, x.d.to_f32() * y.d, acc);
-                let dmin = x.dmin.to_f32() * y.d;
+                sums = $crate::arch::x86_64::avx2::add_lanes(
+                    sums,
+                    $crate::arch::x86_64::avx2::h2f(x.d) * y.d,
+                    acc,
+                );
+                let dmin = $crate::arch::x86_64::avx2::h2f(x.dmin) * y.d;
                 sumf -= dmin * sumi as f32;
             }
             $crate::arch::x86_64::avx2::finish_sums(sumf, sums)
@@ -669,8 +703,12 @@ macro_rules! k45_kernels {
                     acc = $sub32(acc, lo, a0, scales[2 * c] as i32);
                     acc = $sub32(acc, hi, a1, scales[2 * c + 1] as i32);
                 }
-                sums = $crate::arch::x86_64::avx2::add_lanes(sums, x.d.to_f32() * y.d, acc);
-                let dmin = x.dmin.to_f32() * y.d;
+                sums = $crate::arch::x86_64::avx2::add_lanes(
+                    sums,
+                    $crate::arch::x86_64::avx2::h2f(x.d) * y.d,
+                    acc,
+                );
+                let dmin = $crate::arch::x86_64::avx2::h2f(x.dmin) * y.d;
                 sumf -= dmin * sumi as f32;
             }
             $crate::arch::x86_64::avx2::finish_sums(sumf, sums)
@@ -686,11 +724,11 @@ fn sub32_unsigned(acc: __m256i, w: __m256i, a: __m256i, scale: i32) -> __m256i {
     sub32_one_scale(acc, w, a, scale, false)
 }
 
-k45_kernels!("avx2", sub32_unsigned);
+k45_kernels!("avx2,f16c", sub32_unsigned);
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let mut sums = _mm256_setzero_ps();
     let m4 = _mm256_set1_epi8(0x0F);
@@ -731,14 +769,14 @@ unsafe fn vec_dot_q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 acc = sub32_two_scales(acc, w, a, x.scales[g] as i32, x.scales[g + 1] as i32);
             }
         }
-        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+        sums = add_lanes(sums, h2f(x.d) * y.d, acc);
     }
     finish_sums(0.0, sums)
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q3_k_q8_k_impl(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     let mut sums = _mm256_setzero_ps();
     let m3 = _mm256_set1_epi8(3);
@@ -769,14 +807,14 @@ unsafe fn vec_dot_q3_k_q8_k_impl(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
                 acc = sub32_two_scales(acc, w, a, scales[g] as i32 - 32, scales[g + 1] as i32 - 32);
             }
         }
-        sums = add_lanes(sums, x.d.to_f32() * y.d, acc);
+        sums = add_lanes(sums, h2f(x.d) * y.d, acc);
     }
     finish_sums(0.0, sums)
 }
 
 /// # Safety
-/// Requires AVX2.
-#[target_feature(enable = "avx2")]
+/// Requires AVX2 and F16C.
+#[target_feature(enable = "avx2,f16c")]
 unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     let m3 = _mm256_set1_epi8(3);
@@ -813,8 +851,8 @@ unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
             }
         }
         let isum = hsum4(acc, acc, acc, acc)[0];
-        let dall = y.d * x.d.to_f32();
-        let dmin = y.d * x.dmin.to_f32();
+        let dall = y.d * h2f(x.d);
+        let dmin = y.d * h2f(x.dmin);
         sumf += dall * isum as f32 - dmin * summs as f32;
     }
     sumf
