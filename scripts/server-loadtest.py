@@ -2,12 +2,19 @@
 """Load test for `outcore serve` on loopback (standard library only).
 
 Starts the server (or uses --url), then for each concurrency level sends --requests completion
-requests from that many threads and reports p50/p99 latency, aggregate generated tokens/s,
-errors, and the server's RSS before and after. Every loop is bounded by the request count and
-a per-request timeout, and only 127.0.0.1 is contacted.
+requests from that many threads and prints one table row per level: p50/p99 latency, aggregate
+generated tokens/s (and its ratio to the single-stream figure), errors, the mean number of
+sequences per batched decode step (from /metrics), and the server's RSS at the start of the
+level, once the level is warm (its first max(2 x concurrency, 10%) requests done: every slot it
+uses has allocated its KV cache) and at its end. Then the targets of issue #7: 4 streams >= 2x
+the single-stream tokens/s, zero errors, memory flat (at every level RSS at the end within 5% +
+8 MiB of RSS once warm; growth between levels is the KV cache of slots used for the first time,
+bounded by the planner's figure the server prints at start). Every loop is bounded by
+the request count and a per-request timeout, and only loopback addresses are contacted.
 
     scripts/server-loadtest.py                      # demo model, 400 requests at 1, 4 and 8
-    scripts/server-loadtest.py --requests 40 --levels 1,4
+    scripts/server-loadtest.py --requests 40        # a quick check
+    scripts/server-loadtest.py --bin target/release/outcore --threads 2
     scripts/server-loadtest.py --url http://127.0.0.1:8080 --pid 1234 --model smol
 """
 import argparse
@@ -54,6 +61,9 @@ def start_server(args):
         binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "outcore")
     cmd = [binary, "serve", "-m", args.model_path, "--alias", args.model, "--host", "127.0.0.1", "--port", "0",
            "--parallel", str(args.parallel), "--max-queue", str(max(64, 2 * max(args.levels)))]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    print("server:", " ".join(cmd), flush=True)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -62,6 +72,10 @@ def start_server(args):
             if proc.poll() is not None:
                 sys.exit(f"server exited with {proc.returncode}")
             continue
+        sys.stderr.write(line)
+        planned = re.search(r"the planner puts it at ([0-9.]+ MiB)", line)
+        if planned:
+            args.planned = planned.group(1)
         m = re.search(r"http://([0-9.]+):(\d+)", line)
         if m:
             threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
@@ -77,20 +91,50 @@ class Client:
             sys.exit("the load test only targets loopback addresses")
         self.host, self.port, self.timeout = u.hostname, u.port, timeout
 
+    def headers(self):
+        h = {"Content-Type": "application/json"}
+        if getattr(self, "key", None):
+            h["Authorization"] = f"Bearer {self.key}"
+        return h
+
     def post(self, path, body):
         conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
         try:
-            conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+            conn.request("POST", path, json.dumps(body), self.headers())
             resp = conn.getresponse()
             return resp.status, resp.read()
         finally:
             conn.close()
 
+    def get(self, path):
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request("GET", path, headers=self.headers())
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
 
-def run_level(client, model, concurrency, n_requests, max_tokens):
+    def metrics(self, model):
+        """Decode counters of `model` from /metrics: steps, tokens."""
+        status, data = self.get("/metrics")
+        out = {"steps": None, "tokens": None}
+        if status != 200:
+            return out
+        for line in data.decode().splitlines():
+            for key, name in (("steps", "outcore_decode_steps_total"), ("tokens", "outcore_decode_tokens_total")):
+                prefix = f'{name}{{model="{model}"}} '
+                if line.startswith(prefix):
+                    out[key] = float(line[len(prefix):])
+        return out
+
+
+def run_level(client, model, concurrency, n_requests, max_tokens, pid):
     lock = threading.Lock()
     next_i = [0]
     latencies, errors, tokens = [], {}, [0]
+    warm_n = min(n_requests, max(2 * concurrency, n_requests // 10))
+    rss_warm = [None]
 
     def worker():
         while True:
@@ -113,6 +157,8 @@ def run_level(client, model, concurrency, n_requests, max_tokens):
                     tokens[0] += json.loads(data)["usage"]["completion_tokens"]
                 else:
                     errors[str(status)] = errors.get(str(status), 0) + 1
+                if len(latencies) + sum(errors.values()) == warm_n and pid:
+                    rss_warm[0] = rss_bytes(pid)
 
     t0 = time.perf_counter()
     threads = [threading.Thread(target=worker) for _ in range(concurrency)]
@@ -138,7 +184,50 @@ def run_level(client, model, concurrency, n_requests, max_tokens):
         "completion_tokens": tokens[0],
         "tokens_per_s": round(tokens[0] / wall, 2) if wall > 0 else None,
         "requests_per_s": round(len(latencies) / wall, 2) if wall > 0 else None,
+        "rss_warm": rss_warm[0],
     }
+
+
+def print_report(args, results, rss_before, rss_after):
+    """The table and the issue's targets; returns whether there were no errors."""
+    base = next((r["tokens_per_s"] for r in results if r["concurrency"] == 1), None)
+    head = ["conc", "requests", "ok", "errors", "p50 ms", "p99 ms", "gen tok/s", "x 1-stream",
+            "req/s", "mean batch", "RSS start", "RSS warm", "RSS end"]
+    rows = []
+    for r in results:
+        errs = sum(r["errors"].values())
+        ratio = f"{r['tokens_per_s'] / base:.2f}" if base and r["tokens_per_s"] else "-"
+        rows.append([str(r["concurrency"]), str(r["requests"]), str(r["ok"]),
+                     str(errs) if not errs else f"{errs} {r['errors']}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                     f"{r['tokens_per_s']:.2f}", ratio, f"{r['requests_per_s']:.2f}",
+                     "-" if r["mean_batch"] is None else f"{r['mean_batch']:.2f}",
+                     mib(r["rss_start"]), mib(r["rss_warm"]), mib(r["rss_end"])])
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
+    print()
+    print(f"outcore serve load test: {args.requests} requests per level, max_tokens {args.max_tokens}, "
+          f"model {args.model}, slots {args.parallel}")
+    print(line(head))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line(row))
+    print()
+    failed = sum(sum(r["errors"].values()) for r in results)
+    four = next((r["tokens_per_s"] for r in results if r["concurrency"] == 4), None)
+    if base and four:
+        verdict = "met" if four >= 2 * base else "NOT met"
+        print(f"4 streams vs 1: {four / base:.2f}x aggregate generated tok/s (target >= 2x): {verdict}")
+    print(f"errors: {failed} (target 0): {'met' if failed == 0 else 'NOT met'}")
+    levels = [r for r in results if r["rss_warm"] and r["rss_end"]]
+    if levels:
+        grew = [r for r in levels if r["rss_end"] > r["rss_warm"] * 1.05 + 8 * 2**20]
+        worst = max(r["rss_end"] - r["rss_warm"] for r in levels)
+        print(f"memory flat within every level (end <= warm + 5% + 8 MiB; largest change {worst / 2**20:+.1f} MiB): "
+              f"{'met' if not grew else 'NOT met at concurrency ' + ','.join(str(r['concurrency']) for r in grew)}")
+    if rss_before and rss_after:
+        planned = f"; planner's figure for the model {args.planned}" if getattr(args, "planned", None) else ""
+        print(f"server RSS: {mib(rss_before)} after the warm-up request, {mib(rss_after)} at the end{planned}")
+    return failed == 0
 
 
 def main():
@@ -149,6 +238,8 @@ def main():
     ap.add_argument("--model-path", default=DEFAULT_MODEL)
     ap.add_argument("--model", default="smol", help="model name to request")
     ap.add_argument("--parallel", type=int, default=8, help="slots when starting the server")
+    ap.add_argument("--threads", type=int, help="compute threads when starting the server (default: all cores)")
+    ap.add_argument("--api-key", help="Bearer key of a running server (with --url)")
     ap.add_argument("--requests", type=int, default=400, help="requests per concurrency level")
     ap.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8])
     ap.add_argument("--max-tokens", type=int, default=16)
@@ -165,6 +256,7 @@ def main():
         proc, url = start_server(args)
         pid = proc.pid
     client = Client(url, args.timeout)
+    client.key = args.api_key
     try:
         # Warm-up: loads the model.
         status, data = client.post("/v1/completions", {"model": args.model, "prompt": "Hi", "max_tokens": 1})
@@ -173,19 +265,24 @@ def main():
         rss_before = rss_bytes(pid) if pid else None
         results = []
         for c in args.levels:
-            r = run_level(client, args.model, c, args.requests, args.max_tokens)
-            r["rss_after"] = rss_bytes(pid) if pid else None
+            m0 = client.metrics(args.model)
+            r = run_level(client, args.model, c, args.requests, args.max_tokens, pid)
+            m1 = client.metrics(args.model)
+            r["rss_start"] = results[-1]["rss_end"] if results else rss_before
+            r["rss_end"] = rss_bytes(pid) if pid else None
+            if None not in (m0["steps"], m1["steps"], m0["tokens"], m1["tokens"]) and m1["steps"] > m0["steps"]:
+                r["decode_steps"] = m1["steps"] - m0["steps"]
+                r["mean_batch"] = round((m1["tokens"] - m0["tokens"]) / r["decode_steps"], 2)
+            else:
+                r["decode_steps"], r["mean_batch"] = None, None
             results.append(r)
-            print(f"concurrency {c:2d}: {r['ok']}/{r['requests']} ok, errors {r['errors'] or 0}, "
-                  f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['tokens_per_s']} tok/s, "
-                  f"{r['requests_per_s']} req/s, RSS {mib(r['rss_after'])}", flush=True)
+            print(f"concurrency {c}: done, {r['ok']}/{r['requests']} ok, {r['tokens_per_s']} tok/s", flush=True)
         rss_after = rss_bytes(pid) if pid else None
-        print(f"server RSS before: {mib(rss_before)}, after: {mib(rss_after)}")
+        ok = print_report(args, results, rss_before, rss_after)
         if args.json:
             with open(args.json, "w") as f:
                 json.dump({"url": url, "rss_before": rss_before, "rss_after": rss_after, "levels": results}, f, indent=2)
-        failed = sum(sum(r["errors"].values()) for r in results)
-        sys.exit(1 if failed else 0)
+        sys.exit(0 if ok else 1)
     finally:
         if proc is not None:
             proc.terminate()

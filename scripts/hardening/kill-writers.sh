@@ -2,7 +2,10 @@
 # kill -9 outcore's writers (quantize, convert, export) at random points, KILLS times each; after
 # every kill the output path must hold nothing, the previous file, or a file byte-identical to a
 # clean run's output (and GGUFs must pass `outcore inspect`). Same check as the #[ignore] test
-# crates/outcore-cli/tests/writer_crash.rs, for a given binary.
+# crates/outcore-cli/tests/writer_crash.rs, for a given binary. Killed writers leave their
+# `.NAME.tmp.PID` files; the next write of the same output removes those of dead PIDs
+# (AtomicFile), so after the loop one more, uninterrupted write must leave no temp file at all
+# and the reference output.
 #   scripts/hardening/kill-writers.sh [KILLS]     env: OUTCORE (default target/release/outcore)
 set -euo pipefail
 KILLS=${1:-24}
@@ -41,8 +44,13 @@ for w in quantize convert export; do
             complete=$((complete + 1))
             [ $ext = gguf ] && ! "$OUTCORE" inspect "$out" >/dev/null 2>&1 && { echo "$w kill $i: does not inspect"; FAIL=1; }
         else echo "$w kill $i after ${delay}s: partial output ($(stat -c %s "$out") bytes)"; FAIL=1; fi
-        n=$(ls -A "$d" | grep -c '\.tmp\.' || true); temps=$((temps + n)); rm -f "$d"/.*.tmp.*
+        n=$(ls -A "$d" | grep -c '\.tmp\.' || true); if [ "$n" -gt "$temps" ]; then temps=$n; fi
     done
-    echo "$w: clean run ${ms} ms, $left temp files after it; $KILLS kills: $absent absent, $old previous kept, $complete complete; $temps temp files left by killed runs"
+    # One uninterrupted write after the kills: it must clean up every dead writer's temp file.
+    $(cmd $w "$out") >/dev/null 2>&1 || { echo "$w: final write failed"; FAIL=1; }
+    final=$(ls -A "$d" | grep '\.tmp\.' || true)
+    if [ -n "$final" ]; then echo "$w: temp files left after the final write: $final"; FAIL=1; fi
+    cmp -s "$out" "$W/ref.$w" || { echo "$w: final output differs from the clean run's"; FAIL=1; }
+    echo "$w: clean run ${ms} ms, $left temp files after it; $KILLS kills: $absent absent, $old previous kept, $complete complete; at most $temps temp files present between kills; after a final write: $(printf '%s' "$final" | grep -c . || true) temp files"
 done
 exit $FAIL

@@ -197,6 +197,14 @@ pub async fn serve(config: ServerConfig, loader: Arc<dyn Loader>) -> Result<(), 
             source,
         })?;
     let local = listener.local_addr().map_err(ServerError::Serve)?;
+    for m in state.registry.models() {
+        eprintln!(
+            "outcore-server: model '{}' ({}): the planner puts it at {:.1} MiB; loads on its first request",
+            m.name,
+            m.cfg.path.display(),
+            m.estimate as f64 / (1u64 << 20) as f64
+        );
+    }
     let names: Vec<&str> = config.models.keys().map(String::as_str).collect();
     eprintln!(
         "outcore-server: listening on http://{local} (models: {})",

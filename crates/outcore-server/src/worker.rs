@@ -8,7 +8,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -128,6 +128,8 @@ struct Active {
     /// The token to feed at the next step.
     next: u32,
     done: bool,
+    /// Sampled by argmax (cheap): not worth a thread of its own.
+    greedy: bool,
 }
 
 fn guarded<T>(
@@ -170,6 +172,7 @@ fn run(
     // One sequence state (KV cache) per slot, allocated on first use and then reused.
     let mut free: Vec<SeqState> = Vec::with_capacity(parallel);
     let mut disconnected = false;
+    let mut shown = ActiveGauge { stats, shown: 0 };
     loop {
         if stop.load(Ordering::SeqCst) {
             for a in active.drain(..) {
@@ -215,7 +218,7 @@ fn run(
             }
         }
         reap(&mut active, &mut free);
-        stats.active.store(active.len(), Ordering::Relaxed);
+        shown.set(active.len());
         if active.is_empty() {
             if disconnected {
                 break;
@@ -224,9 +227,31 @@ fn run(
         }
         step(engine, &mut active, stats);
         reap(&mut active, &mut free);
-        stats.active.store(active.len(), Ordering::Relaxed);
+        shown.set(active.len());
     }
-    stats.active.store(0, Ordering::Relaxed);
+    shown.set(0);
+}
+
+/// This worker's share of `ModelStats::active`. Added and subtracted rather than stored: during
+/// a reload the old worker drains while the new one runs, both counting into the same stats.
+struct ActiveGauge<'a> {
+    stats: &'a ModelStats,
+    shown: usize,
+}
+
+impl ActiveGauge<'_> {
+    fn set(&mut self, n: usize) {
+        if n > self.shown {
+            self.stats
+                .active
+                .fetch_add(n - self.shown, Ordering::Relaxed);
+        } else {
+            self.stats
+                .active
+                .fetch_sub(self.shown - n, Ordering::Relaxed);
+        }
+        self.shown = n;
+    }
 }
 
 /// Prefill and first token, in a reused sequence state if there is one. On failure, gives back
@@ -267,6 +292,7 @@ fn start(
     };
     stats.record_prefill(job.prompt.len(), t0.elapsed());
     let n_prompt = job.prompt.len();
+    let greedy = job.sampling.temperature <= 0.0;
     let mut a = Active {
         events: job.events,
         seq,
@@ -279,6 +305,7 @@ fn start(
         max_tokens: job.max_tokens.max(1),
         next: 0,
         done: false,
+        greedy,
     };
     let token = sample(&mut a, &mut logits);
     match token {
@@ -351,6 +378,20 @@ fn accept(engine: &dyn Engine, a: &mut Active, token: u32, stats: &ModelStats) {
     a.next = token;
 }
 
+/// Samples the next token from a sequence's logits and takes it.
+fn advance(engine: &dyn Engine, a: &mut Active, mut logits: Vec<f32>, stats: &ModelStats) {
+    match sample(a, &mut logits) {
+        Ok(t) => accept(engine, a, t, stats),
+        Err(e) => fail(a, e),
+    }
+}
+
+/// Threads that may sample side by side (the machine's, read once).
+fn sampling_threads() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
 /// One batched decoding step for all active sequences.
 fn step(engine: &dyn Engine, active: &mut [Active], stats: &ModelStats) {
     let t0 = Instant::now();
@@ -362,11 +403,33 @@ fn step(engine: &dyn Engine, active: &mut [Active], stats: &ModelStats) {
     match result {
         Ok(logits) if logits.len() == active.len() => {
             stats.record_step(active.len(), t0.elapsed());
-            for (a, mut l) in active.iter_mut().zip(logits) {
-                match sample(a, &mut l) {
-                    Ok(t) => accept(engine, a, t, stats),
-                    Err(e) => fail(a, e),
+            let heavy = active.iter().filter(|a| !a.greedy).count();
+            let work = active.iter_mut().zip(logits);
+            let lanes = heavy.min(sampling_threads());
+            if lanes < 2 {
+                for (a, l) in work {
+                    advance(engine, a, l, stats);
                 }
+            } else {
+                // Sampling with a temperature sorts the whole vocabulary (milliseconds per
+                // sequence) while the compute pool idles: sample the sequences side by side.
+                let queue = Mutex::new(work);
+                let run = || loop {
+                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+                    match next {
+                        Some((a, l)) => advance(engine, a, l, stats),
+                        None => break,
+                    }
+                };
+                std::thread::scope(|s| {
+                    for i in 1..lanes {
+                        // If a thread cannot start, the others (this one at least) do its share.
+                        let _ = std::thread::Builder::new()
+                            .name(format!("outcore-sample-{i}"))
+                            .spawn_scoped(s, run);
+                    }
+                    run();
+                });
             }
         }
         Ok(logits) => {

@@ -3,6 +3,10 @@
 //! Either one model from flags (`outcore serve -m model.gguf --parallel 4`) or several from a
 //! config file (`outcore serve --config outcore.toml`); server-wide flags (`--host`, `--port`,
 //! `--api-key`, `--max-queue`, `--max-ram`) override the file.
+//!
+//! Each model is planned by the engine's planner (the same one `outcore run` and `outcore plan`
+//! use): its figure counts against `--max-ram`, and its one-paragraph summary is printed every
+//! time the model loads. `SIGHUP` (or `POST /v1/reload`) re-maps models whose files changed.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -50,7 +54,8 @@ pub struct ServeArgs {
     /// Requests that may wait for a slot before the server answers 429.
     #[arg(long = "max-queue")]
     pub max_queue: Option<usize>,
-    /// Total RAM budget for loaded models, e.g. "4G".
+    /// Total RAM budget for loaded models, e.g. "4G" (each counted at the engine planner's
+    /// figure; least recently used idle models are unloaded to fit).
     #[arg(long = "max-ram")]
     pub max_ram: Option<String>,
     /// Largest request body accepted, e.g. "4M".
