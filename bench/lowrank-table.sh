@@ -16,13 +16,14 @@
 #   PPL_CHUNKS  perplexity chunks of 512 tokens on GPL-3 [all 14]
 #   ITERS       power iterations for the table [4]
 #   REDUCTIONS  parameter reductions [0.1 0.2 0.4]
+#   CAL_TOKENS, CAL_CTX  demo calibration tokens and tokens per context [2048, 512]
 #   SYNTH_RANK, SYNTH_ITERS, SYNTH_CAL_TOKENS   the 1B run [64, 2, 512]
 #
 # What is measured:
 # - demo: the source of every compression is the demo model requantized to Q8_0
 #   (`outcore quantize --type q8_0 --pure`), factors are Q8_0 (ranks rounded down to 32).
 #   Perplexity: `outcore perplexity` on /usr/share/common-licenses/GPL-3 (the fixture's text,
-#   llama.cpp chunking). Calibration text: GPL-2 (a different text), 2048 tokens.
+#   llama.cpp chunking). Calibration text: GPL-2 (a different text), CAL_TOKENS tokens.
 # - tiny-llama (random weights, a placeholder tokenizer that cannot read text): f32 factors. The
 #   "text" is token ids sampled from the original model (temperature 1): perplexity is that of 4
 #   such sequences of 256 tokens under each model (outcore logits --all-positions), calibration
@@ -40,6 +41,8 @@ THREADS=${THREADS:-$(nproc)}
 ITERS=${ITERS:-4}
 REDUCTIONS=${REDUCTIONS:-0.1 0.2 0.4}
 PARTS=${PARTS:-tiny demo synth}
+CAL_TOKENS=${CAL_TOKENS:-2048}
+CAL_CTX=${CAL_CTX:-512}
 SYNTH_RANK=${SYNTH_RANK:-64}
 SYNTH_ITERS=${SYNTH_ITERS:-2}
 SYNTH_CAL_TOKENS=${SYNTH_CAL_TOKENS:-512}
@@ -133,7 +136,7 @@ if [[ " $PARTS " == *" demo "* ]]; then
             sed -n 's/^Final estimate: PPL = \([0-9.]*\).*/\1/p'
     }
     echo
-    echo "SmolLM2-135M-Instruct (ppl: GPL-3, ${PPL_CHUNKS:-all} chunks of 512; source Q8_0; factors Q8_0; iters $ITERS)"
+    echo "SmolLM2-135M-Instruct (ppl: GPL-3, ${PPL_CHUNKS:-all} chunks of 512; source Q8_0; factors Q8_0; iters $ITERS; calibration $CAL_TOKENS tokens of GPL-2 in contexts of $CAL_CTX)"
     echo
     header "demo model"
     row "Q4_1 (as shipped)" "full" "$(mib "$(size "$DEMO")")" "$(ppl "$DEMO")" "$(tg "$DEMO")" "-"
@@ -142,7 +145,7 @@ if [[ " $PARTS " == *" demo "* ]]; then
         for mode in plain calibrated; do
             out=$WORK/demo-$mode-$p.gguf
             extra=()
-            [ "$mode" = calibrated ] && extra=(--calibration "$CAL" --calibration-tokens 2048)
+            [ "$mode" = calibrated ] && extra=(--calibration "$CAL" --calibration-tokens "$CAL_TOKENS" --calibration-ctx "$CAL_CTX")
             "$OUTCORE" compress -m "$Q8" -o "$out" --reduction "$p" --iters "$ITERS" --type q8_0 \
                 --force "${extra[@]}" >"$WORK/rep.txt" 2>"$WORK/err.txt"
             cat "$WORK/err.txt" >>"$log"
@@ -163,7 +166,7 @@ if [[ " $PARTS " == *" synth "* ]]; then
     echo
     for mode in plain calibrated; do
         extra=()
-        [ "$mode" = calibrated ] && extra=(--calibration "$CAL" --calibration-tokens "$SYNTH_CAL_TOKENS")
+        [ "$mode" = calibrated ] && extra=(--calibration "$CAL" --calibration-tokens "$SYNTH_CAL_TOKENS" --calibration-ctx "$CAL_CTX")
         /usr/bin/time -f "%e s wall, peak RSS %M KiB" -o "$WORK/time.txt" \
             "$OUTCORE" compress -m "$S" -o "$WORK/synth-lr.gguf" --rank "$SYNTH_RANK" \
             --iters "$SYNTH_ITERS" --force "${extra[@]}" >/dev/null 2>"$WORK/err.txt"

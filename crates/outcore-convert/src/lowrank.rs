@@ -207,6 +207,8 @@ pub fn sym_eigen(a: &Mat) -> (Vec<f64>, Mat) {
 
 /// Householder tridiagonalisation of the symmetric `v` (n x n, overwritten by the accumulated
 /// orthogonal transform): diagonal in `d`, sub-diagonal in `e[1..]`.
+// Index loops over d, e and v together read like the reference algorithm; iterators would not.
+#[allow(clippy::needless_range_loop)]
 fn tred2(v: &mut Mat, d: &mut [f64], e: &mut [f64]) {
     let n = v.rows;
     let at = |i: usize, j: usize| i * n + j;
@@ -1292,7 +1294,6 @@ mod tests {
             pick_rank(RankSpec::Reduction(0.2), (576, 1536), &[], 0.0, 32),
             320
         );
-        assert!(320 * (576 + 1536) <= 8 * 576 * 1536 / 10);
     }
 
     #[test]
