@@ -57,8 +57,9 @@ def mib(b):
 def start_server(args):
     binary = args.bin
     if binary is None:
-        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "outcore", "--bin", "outcore"], check=True)
-        binary = os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "release", "outcore")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        subprocess.run(["cargo", "build", "--quiet", "--release", "-p", "outcore", "--bin", "outcore"], check=True, cwd=root)
+        binary = os.path.join(root, os.environ.get("CARGO_TARGET_DIR", "target"), "release", "outcore")
     cmd = [binary, "serve", "-m", args.model_path, "--alias", args.model, "--host", "127.0.0.1", "--port", "0",
            "--parallel", str(args.parallel), "--max-queue", str(max(64, 2 * max(args.levels)))]
     if args.threads:
