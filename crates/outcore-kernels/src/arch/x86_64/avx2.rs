@@ -160,6 +160,20 @@ pub(super) fn f16x4(h: [f16; 4]) -> __m128 {
     _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
 }
 
+/// Software prefetch of the weight stream `bytes_ahead` past `p`. Single-token products are
+/// bound by how fast weight rows arrive; the hardware prefetcher alone left llama.cpp's 1B Q8_0
+/// decode about 30% ahead of ours.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn prefetch<T>(p: *const T, bytes_ahead: usize) {
+    // A prefetch is only a hint: it never faults, whatever the address (formed with wrapping
+    // arithmetic, never dereferenced).
+    _mm_prefetch::<_MM_HINT_T0>((p as *const i8).wrapping_add(bytes_ahead))
+}
+
+/// Bytes ahead of the current weight block that single-token kernels prefetch.
+pub(crate) const PREFETCH_AHEAD: usize = 1024;
+
 /// One f16 -> f32 with F16C (`half`'s `to_f32` checks the CPU at run time on every call and
 /// is not inlined, which costs more than the integer work of a block).
 #[inline]
@@ -285,6 +299,7 @@ macro_rules! block32_kernels {
         unsafe fn vec_dot_q8_0_q8_0_impl(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
             let mut acc = _mm256_setzero_ps();
             for (x, y) in x.iter().zip(y) {
+                super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
                 // SAFETY: qs are 32 readable bytes each.
                 let (a, b) = unsafe {
                     (
@@ -366,6 +381,7 @@ macro_rules! block32_kernels {
             let mut acc = _mm256_setzero_ps();
             let mut summs = 0.0f32;
             for (x, y) in x.iter().zip(y) {
+                super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
                 summs = super::avx2::h2f(x.m).mul_add(super::avx2::h2f(y.s), summs);
                 let q = super::avx2::nibbles_32(&x.qs);
                 // SAFETY: 32 readable bytes.
