@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use outcore_engine::memory::{fmt_bytes, MemLimits};
 use outcore_format::{GgmlType, Metadata};
 
 use crate::codec::decode_row;
@@ -11,7 +12,6 @@ use crate::mix::{choose_type, FileType, MixContext};
 use crate::names::{self, permuted_source_row, TensorPlan};
 use crate::pipeline::{self, Mode, OutTensor, Progress, RowSource, VecRows, WriteStats};
 use crate::source::Checkpoint;
-use crate::sysmem;
 use crate::vocab::Vocab;
 
 /// `--mode`.
@@ -39,9 +39,33 @@ impl ModeChoice {
         match self {
             ModeChoice::Standard => (Mode::Standard, "requested".into()),
             ModeChoice::LowMemory => (Mode::LowMemory, "requested".into()),
-            ModeChoice::Auto => sysmem::auto_mode(largest_f32),
+            ModeChoice::Auto => match MemLimits::probe() {
+                Ok(limits) => auto_mode(largest_f32, &limits),
+                Err(e) => (Mode::LowMemory, format!("available memory unknown ({e})")),
+            },
         }
     }
+}
+
+/// `--mode auto`: standard when the largest tensor in f32 twice over (its source pages and its f32
+/// rows, both of which may sit in the page cache and in flight) plus 512 MB of headroom fits in
+/// what the engine's probe says this process may still take (MemAvailable, every cgroup v1/v2
+/// level's limit less its working set, RLIMIT_AS); low-memory otherwise. Returns the mode and why.
+pub fn auto_mode(largest_tensor_f32: u64, limits: &MemLimits) -> (Mode, String) {
+    let need = largest_tensor_f32.saturating_mul(2) + (512 << 20);
+    let eff = limits.effective();
+    let (mode, cmp) = if eff.bytes >= need {
+        (Mode::Standard, ">=")
+    } else {
+        (Mode::LowMemory, "<")
+    };
+    let why = format!(
+        "{} {} {cmp} {} (2 x largest tensor in f32 + 512 MB)",
+        eff.source,
+        fmt_bytes(eff.bytes),
+        fmt_bytes(need)
+    );
+    (mode, why)
 }
 
 #[derive(Clone, Debug)]
@@ -326,7 +350,7 @@ pub fn convert_hf(opts: &ConvertOptions, progress: &dyn Progress) -> Result<Repo
         stats,
         mode,
         mode_reason,
-        peak_rss: sysmem::peak_rss(),
+        peak_rss: pipeline::peak_rss(),
         largest_tensor_f32: prep.largest_f32,
     })
 }
@@ -338,4 +362,20 @@ pub fn default_output(input: &Path, ftype: FileType) -> PathBuf {
         .parent()
         .unwrap_or(Path::new("."))
         .join(format!("{name}.{}.gguf", ftype.name().to_uppercase()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_mode_follows_the_engine_probe() {
+        let big = MemLimits::unconstrained(8 << 30);
+        let (mode, why) = auto_mode(100 << 20, &big);
+        assert_eq!(mode, Mode::Standard);
+        assert!(why.starts_with("MemAvailable"), "{why}");
+        let small = MemLimits::unconstrained(600 << 20);
+        assert_eq!(auto_mode(100 << 20, &small).0, Mode::LowMemory);
+        assert!(pipeline::peak_rss().is_some_and(|b| b > 0));
+    }
 }

@@ -23,7 +23,6 @@ pub mod requantize;
 pub mod source;
 pub mod st_writer;
 pub mod synth;
-pub mod sysmem;
 pub mod vocab;
 
 pub use convert::{convert_hf, ConvertOptions, ModeChoice, Report};

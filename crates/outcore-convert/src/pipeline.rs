@@ -253,6 +253,13 @@ pub fn stream(
     Ok(stats)
 }
 
+/// Peak resident set size of this process (VmHWM), from the engine's process statistics.
+pub fn peak_rss() -> Option<u64> {
+    outcore_engine::memory::ProcessStats::now()
+        .ok()
+        .map(|s| s.mem.vm_hwm)
+}
+
 /// A 1-D tensor held in memory (small generated tensors such as `rope_freqs`).
 pub struct VecRows(pub Vec<f32>);
 

@@ -13,7 +13,6 @@ use crate::convert::{ModeChoice, Report};
 use crate::error::{ConvertError, Result};
 use crate::mix::{choose_type, FileType, MixContext};
 use crate::pipeline::{self, OutTensor, Progress, RowSource};
-use crate::sysmem;
 
 #[derive(Clone, Debug)]
 pub struct RequantizeOptions {
@@ -137,7 +136,7 @@ pub fn requantize(opts: &RequantizeOptions, progress: &dyn Progress) -> Result<R
         stats,
         mode,
         mode_reason,
-        peak_rss: sysmem::peak_rss(),
+        peak_rss: crate::pipeline::peak_rss(),
         largest_tensor_f32: largest_f32,
     })
 }

@@ -20,7 +20,6 @@ use crate::mix::{choose_type, FileType, MixContext};
 use crate::names::{self, permuted_source_row};
 use crate::pipeline::{self, OutTensor, Progress, RowSource, VecRows};
 use crate::st_writer::SafetensorsWriter;
-use crate::sysmem;
 use crate::vocab::Vocab;
 
 /// Output container.
@@ -396,7 +395,7 @@ pub fn synth(opts: &SynthOptions, progress: &dyn Progress) -> Result<Report> {
         stats,
         mode,
         mode_reason,
-        peak_rss: sysmem::peak_rss(),
+        peak_rss: crate::pipeline::peak_rss(),
         largest_tensor_f32: largest,
     })
 }
