@@ -212,3 +212,37 @@ fn batched_decode_equals_single() {
     }
     assert_eq!(got, single);
 }
+
+/// A prompt evaluated in the same step as another sequence's decode (`forward_mixed`, how the
+/// server admits new requests) gives the same greedy tokens as each sequence alone.
+#[test]
+fn mixed_prefill_and_decode_equal_single() {
+    let model = load();
+    let prompts: [&[u32]; 2] = [&[504, 3575, 282, 4649, 314], &[1, 4093, 2]];
+    let single: Vec<Vec<u32>> = prompts.iter().map(|p| greedy(&model, p, 5)).collect();
+    let mut states: Vec<_> = prompts.iter().map(|_| model.new_state(256)).collect();
+    // sequence 0 starts alone; sequence 1's prompt joins its second step
+    let first = argmax(&model.forward(&mut states[0], prompts[0]).unwrap());
+    let mut refs: Vec<&mut _> = states.iter_mut().collect();
+    let step = model
+        .forward_mixed(&mut refs, &[std::slice::from_ref(&first), prompts[1]])
+        .unwrap();
+    let mut next: Vec<u32> = step.iter().map(|l| argmax(l)).collect();
+    let mut got = vec![vec![first, next[0]], vec![next[1]]];
+    for _ in 0..3 {
+        let mut refs: Vec<&mut _> = states.iter_mut().collect();
+        let logits = model.forward_batch(&mut refs, &next).unwrap();
+        next = logits.iter().map(|l| argmax(l)).collect();
+        for (g, &t) in got.iter_mut().zip(&next) {
+            g.push(t);
+        }
+    }
+    assert_eq!(got[0], single[0]);
+    assert_eq!(got[1], single[1][..4]);
+    // an empty slice leaves its state alone
+    let mut refs: Vec<&mut _> = states.iter_mut().collect();
+    let pos1 = refs[1].pos;
+    let r = model.forward_mixed(&mut refs, &[&[7], &[]]).unwrap();
+    assert!(r[1].is_empty() && !r[0].is_empty());
+    assert_eq!(states[1].pos, pos1);
+}

@@ -465,36 +465,62 @@ impl Model {
         states: &mut [&mut State],
         tokens: &[u32],
     ) -> Result<Vec<Vec<f32>>> {
+        let per_seq: Vec<&[u32]> = tokens.iter().map(std::slice::from_ref).collect();
+        self.forward_mixed(states, &per_seq)
+    }
+
+    /// One forward step over several sequences with any number of tokens each: prompt chunks of
+    /// newly admitted sequences ride along with the one-token decode steps of the others, so a
+    /// new request does not stall the running ones. `tokens[i]` is fed to `states[i]` (an empty
+    /// slice leaves that state alone and gets empty logits); returns each sequence's logits for
+    /// its last token. The caller bounds the total token count (scratch grows with it; 512 is
+    /// the single-sequence micro-batch).
+    pub fn forward_mixed(
+        &self,
+        states: &mut [&mut State],
+        tokens: &[&[u32]],
+    ) -> Result<Vec<Vec<f32>>> {
         if states.len() != tokens.len() {
             return Err(EngineError::BadConfig {
-                what: "forward_batch: one token per state".into(),
+                what: "forward_mixed: one token slice per state".into(),
             });
         }
-        if states.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut scratch = std::mem::take(&mut states[0].scratch);
-        let mut seqs: Vec<SeqBatch<'_>> = Vec::with_capacity(states.len());
-        for (s, t) in states.iter_mut().zip(tokens) {
-            if s.pos >= s.kv.n_ctx {
+        let active: Vec<usize> = (0..states.len())
+            .filter(|&i| !tokens[i].is_empty())
+            .collect();
+        let mut out = vec![Vec::new(); states.len()];
+        let Some(&first) = active.first() else {
+            return Ok(out);
+        };
+        for &i in &active {
+            let s = &states[i];
+            if s.pos + tokens[i].len() > s.kv.n_ctx {
                 return Err(EngineError::ContextFull { n_ctx: s.kv.n_ctx });
             }
-            seqs.push(SeqBatch {
-                kv: &mut s.kv,
-                pos: s.pos,
-                tokens: std::slice::from_ref(t),
-                all_logits: false,
-            });
+        }
+        let mut scratch = std::mem::take(&mut states[first].scratch);
+        let mut seqs: Vec<SeqBatch<'_>> = Vec::with_capacity(active.len());
+        let mut it = active.iter().peekable();
+        for (i, s) in states.iter_mut().enumerate() {
+            if it.peek() == Some(&&i) {
+                it.next();
+                seqs.push(SeqBatch {
+                    kv: &mut s.kv,
+                    pos: s.pos,
+                    tokens: tokens[i],
+                    all_logits: false,
+                });
+            }
         }
         let r = self.run(&mut seqs, &mut scratch);
         drop(seqs);
-        if r.is_ok() {
-            for s in states.iter_mut() {
-                s.pos += 1;
-            }
+        states[first].scratch = scratch;
+        let logits = r?;
+        for (&i, l) in active.iter().zip(logits) {
+            states[i].pos += tokens[i].len();
+            out[i] = l;
         }
-        states[0].scratch = scratch;
-        r
+        Ok(out)
     }
 }
 

@@ -174,6 +174,17 @@ pub(crate) fn prefetch<T>(p: *const T, bytes_ahead: usize) {
 /// Bytes ahead of the current weight block that single-token kernels prefetch.
 pub(crate) const PREFETCH_AHEAD: usize = 1024;
 
+/// [`prefetch`] of every cache line of a k-quant block, [`PREFETCH_AHEAD`] bytes ahead.
+#[inline]
+#[target_feature(enable = "avx2")]
+pub(crate) fn prefetch_block<T>(x: &T) {
+    let mut off = 0;
+    while off < size_of::<T>() {
+        prefetch(x, PREFETCH_AHEAD + off);
+        off += 64;
+    }
+}
+
 /// One f16 -> f32 with F16C (`half`'s `to_f32` checks the CPU at run time on every call and
 /// is not inlined, which costs more than the integer work of a block).
 #[inline]
@@ -643,6 +654,7 @@ macro_rules! k45_kernels {
             let mut sumf = 0.0f32;
             let m4 = _mm256_set1_epi8(0x0F);
             for (x, y) in x.iter().zip(y) {
+                $crate::arch::x86_64::avx2::prefetch_block(x);
                 let (scales, mins) = $crate::quant::unpack_scales_mins_k4(&x.scales);
                 let mut sumi = 0i32;
                 for j in 0..QK_K / 16 {
@@ -687,6 +699,7 @@ macro_rules! k45_kernels {
             let m4 = _mm256_set1_epi8(0x0F);
             let sixteen = _mm256_set1_epi8(16);
             for (x, y) in x.iter().zip(y) {
+                $crate::arch::x86_64::avx2::prefetch_block(x);
                 let (scales, mins) = $crate::quant::unpack_scales_mins_k4(&x.scales);
                 let mut sumi = 0i32;
                 for j in 0..QK_K / 16 {
@@ -751,6 +764,7 @@ unsafe fn vec_dot_q6_k_q8_k_impl(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m2 = _mm256_set1_epi8(3);
     let m32 = _mm256_set1_epi8(32);
     for (x, y) in x.iter().zip(y) {
+        prefetch_block(x);
         let mut acc = _mm256_setzero_si256();
         for c in 0..2 {
             // SAFETY: ql[64c..64c+64], qh[32c..32c+32] and y.qs[128c..128c+128] are in bounds.
@@ -798,6 +812,7 @@ unsafe fn vec_dot_q3_k_q8_k_impl(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     let m3 = _mm256_set1_epi8(3);
     let four = _mm256_set1_epi8(4);
     for (x, y) in x.iter().zip(y) {
+        prefetch_block(x);
         let scales = q3_k::unpack_scales(&x.scales);
         // SAFETY: hmask is 32 bytes.
         let hm = unsafe { load256(x.hmask.as_ptr()) };
@@ -835,6 +850,7 @@ unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let mut sumf = 0.0f32;
     let m3 = _mm256_set1_epi8(3);
     for (x, y) in x.iter().zip(y) {
+        prefetch_block(x);
         let sc = &x.scales;
         let summs: i32 = y
             .bsums
