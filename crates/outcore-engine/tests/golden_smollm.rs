@@ -228,7 +228,7 @@ fn mixed_prefill_and_decode_equal_single() {
         .forward_mixed(&mut refs, &[std::slice::from_ref(&first), prompts[1]])
         .unwrap();
     let mut next: Vec<u32> = step.iter().map(|l| argmax(l)).collect();
-    let mut got = vec![vec![first, next[0]], vec![next[1]]];
+    let mut got = [vec![first, next[0]], vec![next[1]]];
     for _ in 0..3 {
         let mut refs: Vec<&mut _> = states.iter_mut().collect();
         let logits = model.forward_batch(&mut refs, &next).unwrap();
