@@ -6,6 +6,11 @@
 #   bench/convert-vs-llamacpp.sh                 # everything, defaults below
 #   PARAMS=1B LIMIT=1000000000 bench/convert-vs-llamacpp.sh
 #   SKIP_LLAMACPP=1 bench/convert-vs-llamacpp.sh # outcore only
+#   KEEP_OUTPUTS=1 ...                           # keep the converted .gguf files (deleted otherwise)
+#
+# The synthetic checkpoint stays in $WORK (default /tmp/outcore-convert-bench/llama-$PARAMS-f16,
+# 6.4 GB for 3B) and is reused by later runs; delete it when done. Free disk needed for 3B: about
+# 10 GB (checkpoint + one 3.4 GB output at a time).
 #
 # llama.cpp is used from a scratch checkout that is never committed: LLAMA_CPP must point at a
 # directory holding convert_hf_to_gguf.py and gguf-py/ (a llama.cpp tree, or the vendor/llama.cpp
@@ -76,12 +81,16 @@ run_capped() {
         "$name" "$rc" "$secs" "$(awk "BEGIN{print $rss/1024}")" "$(awk "BEGIN{print $peak/1e6}")" "$oom" \
         "$(awk "BEGIN{print $IN_BYTES/1e6/$secs}")" | tee -a "$WORK/results.txt"
     grep -E 'peak RSS|mode|in .*out' "$log" | sed 's/^/    /' || true
+    LAST_SECS=$secs LAST_RSS_KB=$rss
     rmdir "$cg" 2>/dev/null || true
 }
 
 echo "--- $(date -u +%FT%TZ) PARAMS=$PARAMS TYPE=$TYPE LIMIT=$LIMIT nproc=$(nproc)" >> "$WORK/results.txt"
 rm -f "$WORK/outcore.$TYPE.gguf"
 run_capped outcore "$OUTCORE" convert "$HF" -o "$WORK/outcore.$TYPE.gguf" --type "$TYPE" --force
+OC_SECS=$LAST_SECS OC_RSS=$LAST_RSS_KB
+# Outputs are several GB each: keep them only when asked (KEEP_OUTPUTS=1).
+[ -n "${KEEP_OUTPUTS:-}" ] || rm -f "$WORK/outcore.$TYPE.gguf"
 
 if [ -z "${SKIP_LLAMACPP:-}" ]; then
     [ -f "$LLAMA_CPP/convert_hf_to_gguf.py" ] || die "no $LLAMA_CPP/convert_hf_to_gguf.py (set LLAMA_CPP)"
@@ -93,5 +102,9 @@ if [ -z "${SKIP_LLAMACPP:-}" ]; then
     run_capped llama.cpp "$VENV/bin/python" "$LLAMA_CPP/convert_hf_to_gguf.py" "$HF" --outtype "$TYPE" \
         --outfile "$WORK/llamacpp.$TYPE.gguf"
     tail -3 "$WORK/llama.cpp.time" | sed 's/^/    /' || true
+    [ -n "${KEEP_OUTPUTS:-}" ] || rm -f "$WORK/llamacpp.$TYPE.gguf"
+    printf 'outcore vs llama.cpp: %.2fx faster (target >= 3), peak RSS %.3f of llama.cpp'"'"'s (target <= 0.25)\n' \
+        "$(awk "BEGIN{print $LAST_SECS/$OC_SECS}")" "$(awk "BEGIN{print $OC_RSS/$LAST_RSS_KB}")" \
+        | tee -a "$WORK/results.txt"
 fi
 echo "results appended to $WORK/results.txt"
