@@ -23,8 +23,10 @@ pub struct ModelStats {
     pub prefill_nanos: AtomicU64,
     pub decode_nanos: AtomicU64,
     pub decode_tokens: AtomicU64,
-    /// Batched decode steps (one forward pass each).
+    /// Batched forward steps (one forward pass each).
     pub decode_steps: AtomicU64,
+    /// Steps that fed prompt chunks and decode tokens together.
+    pub mixed_steps: AtomicU64,
     /// Decode steps by batch size (sequences in the step).
     batch_sizes: Mutex<BTreeMap<usize, u64>>,
     /// Aggregate decode tokens/s of recent batched steps (moving average), as f64 bits.
@@ -32,16 +34,28 @@ pub struct ModelStats {
 }
 
 impl ModelStats {
-    pub fn record_prefill(&self, _tokens: usize, took: Duration) {
-        self.prefill_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-    }
-
-    pub fn record_step(&self, batch: usize, took: Duration) {
-        self.decode_nanos
-            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    /// One forward step: `batch` sequences fed `total` tokens, `prompt` of them prompt tokens
+    /// (the rest one decode token each); `produced` sequences sampled a token from it. The
+    /// step's time counts as decode time, and its prompt tokens' share of it as prefill time.
+    pub fn record_step(
+        &self,
+        batch: usize,
+        produced: usize,
+        prompt: usize,
+        total: usize,
+        took: Duration,
+    ) {
+        let nanos = took.as_nanos() as u64;
+        self.decode_nanos.fetch_add(nanos, Ordering::Relaxed);
+        if prompt > 0 && total > 0 {
+            let share = (nanos as u128 * prompt as u128 / total as u128) as u64;
+            self.prefill_nanos.fetch_add(share, Ordering::Relaxed);
+            if total > prompt {
+                self.mixed_steps.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         self.decode_tokens
-            .fetch_add(batch as u64, Ordering::Relaxed);
+            .fetch_add(produced as u64, Ordering::Relaxed);
         self.decode_steps.fetch_add(1, Ordering::Relaxed);
         *self
             .batch_sizes
@@ -51,7 +65,7 @@ impl ModelStats {
             .or_insert(0) += 1;
         let secs = took.as_secs_f64();
         if secs > 0.0 {
-            let now = batch as f64 / secs;
+            let now = produced as f64 / secs;
             let old = f64::from_bits(self.decode_tps.load(Ordering::Relaxed));
             let avg = if old == 0.0 {
                 now
@@ -203,7 +217,7 @@ pub fn render(models: &[ModelRow<'_>], http: &HttpStats, queue_waiting: usize) -
     family(
         "outcore_decode_seconds_total",
         "counter",
-        "Time in batched decode steps.",
+        "Time in batched forward steps (decode tokens and prompt chunks together).",
         per_model(&|m| {
             format!(
                 "{:.6}",
@@ -214,19 +228,25 @@ pub fn render(models: &[ModelRow<'_>], http: &HttpStats, queue_waiting: usize) -
     family(
         "outcore_decode_steps_total",
         "counter",
-        "Batched decode steps (one forward pass over every active sequence).",
+        "Batched forward steps (one forward pass over every active sequence).",
         per_model(&|m| ld(&m.stats.decode_steps)),
+    );
+    family(
+        "outcore_mixed_steps_total",
+        "counter",
+        "Forward steps in which new prompts' chunks rode along with other sequences' decoding.",
+        per_model(&|m| ld(&m.stats.mixed_steps)),
     );
     family(
         "outcore_decode_tokens_total",
         "counter",
-        "Tokens produced by batched decode steps (the sum of their batch sizes).",
+        "Tokens sampled from batched forward steps (first tokens after a prompt included).",
         per_model(&|m| ld(&m.stats.decode_tokens)),
     );
     family(
         "outcore_decode_batch_steps_total",
         "counter",
-        "Decode steps by batch size: how many sequences shared one forward pass.",
+        "Forward steps by batch size: how many sequences (decoding or prefilling) shared one.",
         models
             .iter()
             .flat_map(|m| {
@@ -242,7 +262,7 @@ pub fn render(models: &[ModelRow<'_>], http: &HttpStats, queue_waiting: usize) -
     family(
         "outcore_prefill_seconds_total",
         "counter",
-        "Time in prompt prefill.",
+        "Prompt tokens' share of the forward steps' time.",
         per_model(&|m| {
             format!(
                 "{:.6}",

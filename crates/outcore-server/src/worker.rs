@@ -1,9 +1,13 @@
 //! The engine worker: one OS thread per loaded model running continuous batching.
 //!
-//! Up to `parallel` sequences are active. Each loop admits queued jobs into free slots (prefill +
-//! first token), then advances every active sequence by one token in one batched forward step.
+//! Up to `parallel` sequences are active. Each loop admits queued jobs into free slots, then runs
+//! one forward step ([`Engine::forward_mixed`]) that feeds every decoding sequence its sampled
+//! token and the newly admitted ones a chunk of their prompt (oldest first, bounded per sequence
+//! and per step), so admitting a request does not stall the running streams. A sequence whose
+//! prompt chunk was its last samples its first token from that step's logits.
 //! A job whose event receiver is gone (client disconnected) is dropped at the next step, which
-//! frees its slot. Engine calls run under `catch_unwind` so a bug fails requests, not the thread.
+//! frees its slot. Engine calls run under `catch_unwind` so a bug fails requests, not the thread;
+//! when a step of several sequences fails, each is retried alone so only the culprit fails.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,6 +65,30 @@ pub struct Job {
     pub ticket: Option<QueueTicket>,
 }
 
+/// How the worker shapes its forward steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Batching {
+    /// Sequences in flight (slots).
+    pub parallel: usize,
+    /// Most prompt tokens one sequence feeds in a step while others decode.
+    pub prompt_chunk: usize,
+    /// Most tokens in one step, all sequences together (decode tokens first).
+    pub step_tokens: usize,
+}
+
+impl Batching {
+    pub const DEFAULT_PROMPT_CHUNK: usize = 256;
+    pub const DEFAULT_STEP_TOKENS: usize = 512;
+
+    pub fn new(parallel: usize) -> Batching {
+        Batching {
+            parallel: parallel.max(1),
+            prompt_chunk: Self::DEFAULT_PROMPT_CHUNK,
+            step_tokens: Self::DEFAULT_STEP_TOKENS,
+        }
+    }
+}
+
 pub struct Worker {
     jobs: Option<mpsc::Sender<Job>>,
     stop: Arc<AtomicBool>,
@@ -74,12 +102,26 @@ impl Worker {
         parallel: usize,
         stats: Arc<ModelStats>,
     ) -> std::io::Result<Worker> {
+        Worker::spawn_batching(name, engine, Batching::new(parallel), stats)
+    }
+
+    pub fn spawn_batching(
+        name: &str,
+        engine: Arc<dyn Engine>,
+        batching: Batching,
+        stats: Arc<ModelStats>,
+    ) -> std::io::Result<Worker> {
+        let batching = Batching {
+            parallel: batching.parallel.max(1),
+            prompt_chunk: batching.prompt_chunk.max(1),
+            step_tokens: batching.step_tokens.max(batching.parallel).max(1),
+        };
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("outcore-worker-{name}"))
-            .spawn(move || run(engine.as_ref(), parallel.max(1), &rx, &stop2, &stats))?;
+            .spawn(move || run(engine.as_ref(), batching, &rx, &stop2, &stats))?;
         Ok(Worker {
             jobs: Some(tx),
             stop,
@@ -121,8 +163,13 @@ struct Active {
     sampler: Box<dyn TokenSampler>,
     decoder: Box<dyn TextDecoder>,
     stop: StopMatcher,
+    /// The prompt, then the generated tokens.
     history: Vec<u32>,
     n_prompt: usize,
+    /// Prompt tokens fed so far; the sequence decodes once all are.
+    fed: usize,
+    /// Admission order: prompts are fed oldest first.
+    admitted: u64,
     generated: usize,
     max_tokens: usize,
     /// The token to feed at the next step.
@@ -161,13 +208,21 @@ fn reap(active: &mut Vec<Active>, free: &mut Vec<SeqState>) {
     }
 }
 
+impl Active {
+    fn prefilling(&self) -> bool {
+        self.fed < self.n_prompt
+    }
+}
+
 fn run(
     engine: &dyn Engine,
-    parallel: usize,
+    batching: Batching,
     rx: &mpsc::Receiver<Job>,
     stop: &AtomicBool,
     stats: &ModelStats,
 ) {
+    let parallel = batching.parallel;
+    let mut admitted = 0u64;
     let mut active: Vec<Active> = Vec::with_capacity(parallel);
     // One sequence state (KV cache) per slot, allocated on first use and then reused.
     let mut free: Vec<SeqState> = Vec::with_capacity(parallel);
@@ -211,7 +266,8 @@ fn run(
                     .send(Event::Error("the model was unloaded".into()));
                 continue;
             }
-            match start(engine, job, free.pop(), stats) {
+            admitted += 1;
+            match start(engine, job, free.pop(), admitted) {
                 Ok(a) => active.push(a),
                 Err(Some(seq)) => free.push(seq),
                 Err(None) => {}
@@ -225,7 +281,7 @@ fn run(
             }
             continue;
         }
-        step(engine, &mut active, stats);
+        step(engine, &mut active, &batching, stats);
         reap(&mut active, &mut free);
         shown.set(active.len());
     }
@@ -254,20 +310,26 @@ impl ActiveGauge<'_> {
     }
 }
 
-/// Prefill and first token, in a reused sequence state if there is one. On failure, gives back
-/// the state (when it is still usable) after reporting the error to the job.
+/// A slot for a job, in a reused sequence state if there is one; its prompt is fed by the
+/// following steps. On failure, gives back the state (when it is still usable) after reporting
+/// the error to the job.
 fn start(
     engine: &dyn Engine,
     mut job: Job,
     reuse: Option<SeqState>,
-    stats: &ModelStats,
+    admitted: u64,
 ) -> Result<Active, Option<SeqState>> {
     drop(job.ticket.take());
     if job.events.is_closed() {
         return Err(reuse);
     }
-    let t0 = Instant::now();
-    let mut seq = match reuse {
+    if job.prompt.is_empty() {
+        let _ = job
+            .events
+            .send(Event::Error("the prompt has no tokens".into()));
+        return Err(reuse);
+    }
+    let seq = match reuse {
         Some(mut s) => match guarded("reset", || engine.reset_sequence(&mut s)) {
             Ok(()) => s,
             Err(e) => {
@@ -283,17 +345,9 @@ fn start(
             }
         },
     };
-    let mut logits = match guarded("prefill", || engine.prefill(&mut seq, &job.prompt)) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = job.events.send(Event::Error(e.to_string()));
-            return Err(Some(seq));
-        }
-    };
-    stats.record_prefill(job.prompt.len(), t0.elapsed());
     let n_prompt = job.prompt.len();
     let greedy = job.sampling.temperature <= 0.0;
-    let mut a = Active {
+    Ok(Active {
         events: job.events,
         seq,
         sampler: engine.sampler(&job.sampling),
@@ -301,22 +355,14 @@ fn start(
         stop: StopMatcher::new(job.stop),
         history: job.prompt,
         n_prompt,
+        fed: 0,
+        admitted,
         generated: 0,
         max_tokens: job.max_tokens.max(1),
         next: 0,
         done: false,
         greedy,
-    };
-    let token = sample(&mut a, &mut logits);
-    match token {
-        Ok(t) => accept(engine, &mut a, t, stats),
-        Err(e) => fail(&mut a, e),
-    }
-    if a.done {
-        Err(Some(a.seq))
-    } else {
-        Ok(a)
-    }
+    })
 }
 
 fn sample(a: &mut Active, logits: &mut [f32]) -> Result<u32, EngineError> {
@@ -392,58 +438,291 @@ fn sampling_threads() -> usize {
     *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// One batched decoding step for all active sequences.
-fn step(engine: &dyn Engine, active: &mut [Active], stats: &ModelStats) {
-    let t0 = Instant::now();
-    let tokens: Vec<u32> = active.iter().map(|a| a.next).collect();
+/// How many tokens each active sequence feeds this step: one for each decoding sequence, then
+/// prompt chunks, oldest admission first, within the step's budget. A prompt fed while nothing
+/// decodes may use the whole budget (no stream to stall).
+fn plan_step(active: &[Active], batching: &Batching) -> Vec<usize> {
+    let decoding = active.iter().filter(|a| !a.prefilling()).count();
+    let mut budget = batching.step_tokens.saturating_sub(decoding);
+    let chunk = if decoding == 0 {
+        batching.step_tokens
+    } else {
+        batching.prompt_chunk
+    };
+    let mut counts: Vec<usize> = active
+        .iter()
+        .map(|a| usize::from(!a.prefilling()))
+        .collect();
+    let mut waiting: Vec<usize> = (0..active.len())
+        .filter(|&i| active[i].prefilling())
+        .collect();
+    waiting.sort_by_key(|&i| active[i].admitted);
+    for i in waiting {
+        let n = (active[i].n_prompt - active[i].fed).min(chunk).min(budget);
+        counts[i] = n;
+        budget -= n;
+    }
+    counts
+}
+
+/// Runs one step; if it fails with several sequences in it, runs each of them alone so that
+/// only the ones at fault fail (the trait promises nothing advanced on error).
+fn forward(
+    engine: &dyn Engine,
+    active: &mut [Active],
+    counts: &[usize],
+) -> Vec<Result<Vec<f32>, EngineError>> {
+    let fed = counts.iter().filter(|&&n| n > 0).count();
     let result = {
-        let mut seqs: Vec<&mut SeqState> = active.iter_mut().map(|a| &mut a.seq).collect();
-        guarded("decode", || engine.decode_batch(&mut seqs, &tokens))
+        let mut seqs: Vec<&mut SeqState> = Vec::with_capacity(active.len());
+        let mut tokens: Vec<&[u32]> = Vec::with_capacity(active.len());
+        for (a, &n) in active.iter_mut().zip(counts) {
+            seqs.push(&mut a.seq);
+            tokens.push(if a.fed < a.n_prompt {
+                &a.history[a.fed..a.fed + n]
+            } else if n > 0 {
+                std::slice::from_ref(&a.next)
+            } else {
+                &[]
+            });
+        }
+        guarded("forward step", || engine.forward_mixed(&mut seqs, &tokens))
     };
     match result {
-        Ok(logits) if logits.len() == active.len() => {
-            stats.record_step(active.len(), t0.elapsed());
-            let heavy = active.iter().filter(|a| !a.greedy).count();
-            let work = active.iter_mut().zip(logits);
-            let lanes = heavy.min(sampling_threads());
-            if lanes < 2 {
-                for (a, l) in work {
-                    advance(engine, a, l, stats);
-                }
-            } else {
-                // Sampling with a temperature sorts the whole vocabulary (milliseconds per
-                // sequence) while the compute pool idles: sample the sequences side by side.
-                let queue = Mutex::new(work);
-                let run = || loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
-                    match next {
-                        Some((a, l)) => advance(engine, a, l, stats),
-                        None => break,
-                    }
-                };
-                std::thread::scope(|s| {
-                    for i in 1..lanes {
-                        // If a thread cannot start, the others (this one at least) do its share.
-                        let _ = std::thread::Builder::new()
-                            .name(format!("outcore-sample-{i}"))
-                            .spawn_scoped(s, run);
-                    }
-                    run();
-                });
-            }
-        }
+        Ok(logits) if logits.len() == active.len() => logits.into_iter().map(Ok).collect(),
         Ok(logits) => {
-            let e = EngineError::Forward(format!(
+            let e = format!(
                 "{} logits rows for {} sequences",
                 logits.len(),
                 active.len()
-            ));
+            );
             active
-                .iter_mut()
-                .for_each(|a| fail(a, EngineError::Forward(e.to_string())));
+                .iter()
+                .map(|_| Err(EngineError::Forward(e.clone())))
+                .collect()
         }
-        Err(e) => active
+        Err(e) if fed < 2 => active
+            .iter()
+            .map(|_| Err(EngineError::Forward(e.to_string())))
+            .collect(),
+        Err(_) => active
             .iter_mut()
-            .for_each(|a| fail(a, EngineError::Forward(e.to_string()))),
+            .zip(counts)
+            .map(|(a, &n)| {
+                if n == 0 {
+                    return Ok(Vec::new());
+                }
+                let tokens: &[u32] = if a.fed < a.n_prompt {
+                    &a.history[a.fed..a.fed + n]
+                } else {
+                    std::slice::from_ref(&a.next)
+                };
+                let seq = &mut a.seq;
+                let mut out = guarded("forward step", || {
+                    engine.forward_mixed(&mut [seq], &[tokens])
+                })?;
+                match out.pop() {
+                    Some(l) if out.is_empty() => Ok(l),
+                    _ => Err(EngineError::Forward("no logits for the sequence".into())),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// One forward step for all active sequences: decode tokens and prompt chunks together.
+fn step(engine: &dyn Engine, active: &mut [Active], batching: &Batching, stats: &ModelStats) {
+    let t0 = Instant::now();
+    let counts = plan_step(active, batching);
+    let results = forward(engine, active, &counts);
+    let took = t0.elapsed();
+    let mut prompt_tokens = 0;
+    let mut work = Vec::with_capacity(active.len());
+    for ((a, &n), r) in active.iter_mut().zip(&counts).zip(results) {
+        if n == 0 {
+            continue;
+        }
+        match r {
+            Err(e) => fail(a, e),
+            Ok(logits) => {
+                if a.prefilling() {
+                    a.fed += n;
+                    prompt_tokens += n;
+                    if a.prefilling() {
+                        continue;
+                    }
+                }
+                work.push((a, logits));
+            }
+        }
+    }
+    let batch = counts.iter().filter(|&&n| n > 0).count();
+    stats.record_step(batch, work.len(), prompt_tokens, counts.iter().sum(), took);
+    let heavy = work.iter().filter(|(a, _)| !a.greedy).count();
+    let lanes = heavy.min(sampling_threads());
+    if lanes < 2 {
+        for (a, l) in work {
+            advance(engine, a, l, stats);
+        }
+    } else {
+        // Sampling with a temperature sorts the whole vocabulary (milliseconds per
+        // sequence) while the compute pool idles: sample the sequences side by side.
+        let queue = Mutex::new(work.into_iter());
+        let run = || loop {
+            let next = queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+            match next {
+                Some((a, l)) => advance(engine, a, l, stats),
+                None => break,
+            }
+        };
+        std::thread::scope(|s| {
+            for i in 1..lanes {
+                // If a thread cannot start, the others (this one at least) do its share.
+                let _ = std::thread::Builder::new()
+                    .name(format!("outcore-sample-{i}"))
+                    .spawn_scoped(s, run);
+            }
+            run();
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+
+    use super::*;
+    use crate::config::ModelConfig;
+    use crate::engine::fake::{FakeLoader, FakeOptions, FakeStats};
+    use crate::engine::Loader;
+
+    fn fake(opts: FakeOptions) -> (Arc<dyn Engine>, Arc<FakeStats>) {
+        let loader = FakeLoader::new(opts);
+        let cfg = ModelConfig::new("m", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
+        (loader.load(&cfg).unwrap(), loader.stats.clone())
+    }
+
+    fn job(
+        engine: &dyn Engine,
+        prompt: &str,
+        max_tokens: usize,
+    ) -> (Job, UnboundedReceiver<Event>) {
+        let (tx, rx) = unbounded_channel();
+        let job = Job {
+            prompt: engine.tokenize(prompt).unwrap(),
+            max_tokens,
+            sampling: Sampling {
+                temperature: 0.0,
+                ..Default::default()
+            },
+            stop: Vec::new(),
+            events: tx,
+            ticket: None,
+        };
+        (job, rx)
+    }
+
+    /// The text and the finish of a job, in order.
+    fn collect(rx: &mut UnboundedReceiver<Event>) -> (String, Finish) {
+        let mut text = String::new();
+        loop {
+            match rx.blocking_recv() {
+                Some(Event::Text(t)) => text.push_str(&t),
+                Some(Event::Done(f)) => return (text, f),
+                other => panic!("unexpected event {other:?}"),
+            }
+        }
+    }
+
+    const SMALL: Batching = Batching {
+        parallel: 2,
+        prompt_chunk: 8,
+        step_tokens: 16,
+    };
+
+    const LONG_PROMPT: &str = "a prompt long enough for several chunks of eight";
+
+    #[test]
+    fn prompt_admitted_while_another_decodes_rides_along_and_matches_alone() {
+        let opts = FakeOptions {
+            endless: true,
+            step_delay: Duration::from_millis(2),
+            n_ctx: 256,
+            ..Default::default()
+        };
+        // Alone.
+        let (engine, _) = fake(opts.clone());
+        let stats = Arc::new(ModelStats::default());
+        let mut w = Worker::spawn_batching("alone", engine.clone(), SMALL, stats).unwrap();
+        let (b, mut b_rx) = job(engine.as_ref(), LONG_PROMPT, 10);
+        let n_prompt = b.prompt.len();
+        assert!(n_prompt > 3 * SMALL.prompt_chunk);
+        w.submit(b).map_err(|_| "submit").unwrap();
+        let alone = collect(&mut b_rx);
+        w.shutdown();
+
+        // Admitted while a long generation decodes.
+        let (engine, fake_stats) = fake(opts);
+        let stats = Arc::new(ModelStats::default());
+        let mut w = Worker::spawn_batching("mixed", engine.clone(), SMALL, stats.clone()).unwrap();
+        let (a, mut a_rx) = job(engine.as_ref(), "hi", 80);
+        w.submit(a).map_err(|_| "submit").unwrap();
+        let mut a_text = match a_rx.blocking_recv() {
+            Some(Event::Text(t)) => t,
+            other => panic!("unexpected event {other:?}"),
+        };
+        let (b, mut b_rx) = job(engine.as_ref(), LONG_PROMPT, 10);
+        w.submit(b).map_err(|_| "submit").unwrap();
+        let together = collect(&mut b_rx);
+        let (rest, a_finish) = collect(&mut a_rx);
+        a_text.push_str(&rest);
+        w.shutdown();
+
+        assert_eq!(together, alone);
+        assert_eq!(together.1.prompt_tokens, n_prompt);
+        assert_eq!(together.1.completion_tokens, 10);
+        // The running stream went on undisturbed.
+        assert_eq!(a_finish.completion_tokens, 80);
+        assert_eq!(a_text, "Hello there!".repeat(7)[..80]);
+        // Every chunk of the new prompt shared a step with the decoding stream.
+        let chunks = n_prompt.div_ceil(SMALL.prompt_chunk) as u64;
+        let mixed = stats.mixed_steps.load(Ordering::SeqCst);
+        assert!(mixed >= chunks, "{mixed} mixed steps for {chunks} chunks");
+        let pairs = stats
+            .batch_sizes()
+            .into_iter()
+            .find(|&(b, _)| b == 2)
+            .map_or(0, |(_, n)| n);
+        assert!(pairs >= chunks + 9, "{pairs} steps of two sequences");
+        assert_eq!(fake_stats.mixed_steps.load(Ordering::SeqCst) as u64, mixed);
+        assert!(fake_stats.max_chunk.load(Ordering::SeqCst) <= SMALL.prompt_chunk);
+        assert!(fake_stats.max_step_tokens.load(Ordering::SeqCst) <= SMALL.step_tokens);
+    }
+
+    #[test]
+    fn a_failing_prompt_fails_alone() {
+        let opts = FakeOptions {
+            endless: true,
+            step_delay: Duration::from_millis(2),
+            n_ctx: 256,
+            ..Default::default()
+        };
+        let (engine, _) = fake(opts);
+        let stats = Arc::new(ModelStats::default());
+        let mut w = Worker::spawn_batching("m", engine.clone(), SMALL, stats).unwrap();
+        let (a, mut a_rx) = job(engine.as_ref(), "hi", 40);
+        w.submit(a).map_err(|_| "submit").unwrap();
+        assert!(matches!(a_rx.blocking_recv(), Some(Event::Text(_))));
+        let (b, mut b_rx) = job(engine.as_ref(), "PANIC", 10);
+        w.submit(b).map_err(|_| "submit").unwrap();
+        match b_rx.blocking_recv() {
+            Some(Event::Error(e)) => assert!(e.contains("panicked"), "{e}"),
+            other => panic!("unexpected event {other:?}"),
+        }
+        let (_, a_finish) = collect(&mut a_rx);
+        assert_eq!(a_finish.completion_tokens, 40);
+        w.shutdown();
     }
 }

@@ -179,7 +179,7 @@ async fn batched_sequences_match_single_decoding() {
 }
 
 /// With four requests in flight on four slots, every sequence advances in one batched forward
-/// step per token (`Model::forward_batch`): /metrics counts steps by batch size.
+/// step per token (`Model::forward_mixed`): /metrics counts steps by batch size.
 #[tokio::test]
 async fn four_streams_decode_in_one_batched_step() {
     let app = server(4, 256, |_| {});
@@ -205,8 +205,8 @@ async fn four_streams_decode_in_one_batched_step() {
     let m = get(&app, "/metrics").await.text();
     let steps = metric(&m, "outcore_decode_steps_total", "{model=\"smol\"}").unwrap();
     let tokens = metric(&m, "outcore_decode_tokens_total", "{model=\"smol\"}").unwrap();
-    // The first token of each request comes from its prefill, the rest from decode steps (a
-    // step that ends a sequence with EOS counts a token the usage does not).
+    // Every token is sampled from a batched step (the first from the step that fed the last
+    // prompt chunk; a step that ends a sequence with EOS counts a token the usage does not).
     assert!(
         tokens >= generated - 4.0,
         "{tokens} decoded, {generated} generated"
@@ -291,4 +291,65 @@ async fn bad_inputs_with_the_real_tokenizer() {
     let v = r.json();
     assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
     assert_eq!(v["usage"]["total_tokens"], 64);
+}
+
+/// A long prompt admitted while another request decodes is fed in chunks inside the running
+/// stream's steps (no stall: /metrics counts the mixed steps) and both answers equal the
+/// engine's own greedy decoding of each alone.
+#[tokio::test]
+async fn prompt_admitted_mid_decode_joins_the_step_and_matches_alone() {
+    let app = server(2, 512, |_| {});
+    let rows = greedy_rows();
+    let long: Vec<u32> = rows
+        .iter()
+        .flat_map(|r| r.prompt_ids.iter().copied())
+        .cycle()
+        .take(300)
+        .collect();
+    let want_long = {
+        let model = Model::load(&demo_model(), &LoadOptions::default()).unwrap();
+        let mut state = model.new_state(512);
+        let mut logits = model.forward(&mut state, &long).unwrap();
+        let mut out = Vec::new();
+        for _ in 0..16 {
+            let t = argmax(&logits);
+            out.push(t);
+            logits = model.forward(&mut state, &[t]).unwrap();
+        }
+        String::from_utf8_lossy(&model.tokenizer().unwrap().detokenize(&out, false)).into_owned()
+    };
+    let first = {
+        let app = app.clone();
+        let prompt = rows[0].prompt.clone();
+        tokio::spawn(async move {
+            complete(
+                &app,
+                json!({"model": "smol", "prompt": prompt, "max_tokens": 64, "temperature": 0}),
+            )
+            .await
+        })
+    };
+    eventually("the first request decodes", || async {
+        let m = get(&app, "/metrics").await.text();
+        metric(&m, "outcore_decode_tokens_total", "{model=\"smol\"}").unwrap_or(0.0) >= 2.0
+    })
+    .await;
+    let v = complete(
+        &app,
+        json!({"model": "smol", "prompt": long, "max_tokens": 16, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(v["usage"]["prompt_tokens"], 300);
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), want_long);
+    let a = first.await.unwrap();
+    assert_eq!(
+        a["choices"][0]["text"].as_str().unwrap(),
+        engine_greedy(&rows[0].prompt_ids, 64)
+    );
+    let m = get(&app, "/metrics").await.text();
+    let mixed = metric(&m, "outcore_mixed_steps_total", "{model=\"smol\"}").unwrap();
+    assert!(
+        mixed >= 2.0,
+        "{mixed} mixed steps for a 300-token prompt:\n{m}"
+    );
 }

@@ -22,10 +22,17 @@ const N_VOCAB: usize = 256 + BYTE_BASE as usize;
 pub struct FakeStats {
     pub loads: AtomicUsize,
     pub drops: AtomicUsize,
-    pub prefills: AtomicUsize,
+    /// Prompt tokens fed (in chunks, by `forward_mixed`).
+    pub prompt_tokens: AtomicUsize,
+    /// Forward steps (`forward_mixed` calls that fed at least one token).
     pub decode_steps: AtomicUsize,
-    /// Largest number of sequences seen in one `decode_batch`.
+    /// Steps that fed a prompt chunk of one sequence and a decode token of another.
+    pub mixed_steps: AtomicUsize,
+    /// Largest number of sequences fed in one step.
     pub max_batch: AtomicUsize,
+    /// Most tokens fed in one step, and in one sequence's slice of a step.
+    pub max_step_tokens: AtomicUsize,
+    pub max_chunk: AtomicUsize,
     /// Sequences alive now (created and not dropped): at most `parallel` while loaded.
     pub live_sequences: AtomicUsize,
     /// Sequences reused for a new request.
@@ -135,7 +142,10 @@ impl Drop for FakeEngine {
 
 struct FakeSeq {
     pos: usize,
+    /// Reply bytes fed back so far: a one-token feed equal to `expect` is a decode step.
     generated: usize,
+    /// The token the last logits chose.
+    expect: Option<u32>,
     stats: Arc<FakeStats>,
 }
 
@@ -210,6 +220,7 @@ impl Engine for FakeEngine {
         Ok(Box::new(FakeSeq {
             pos: 0,
             generated: 0,
+            expect: None,
             stats: self.stats.clone(),
         }))
     }
@@ -218,49 +229,72 @@ impl Engine for FakeEngine {
         let s = seq(state)?;
         s.pos = 0;
         s.generated = 0;
+        s.expect = None;
         self.stats.resets.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
 
-    fn prefill(&self, state: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        // "PANIC" in the prompt exercises the worker's catch_unwind.
-        if tokens.windows(5).any(|w| {
-            w.iter()
-                .map(|&t| (t - BYTE_BASE.min(t)) as u8)
-                .eq(*b"PANIC")
+    fn forward_mixed(
+        &self,
+        seqs: &mut [&mut SeqState],
+        tokens: &[&[u32]],
+    ) -> Result<Vec<Vec<f32>>, EngineError> {
+        if seqs.len() != tokens.len() {
+            return Err(EngineError::Forward("one token slice per sequence".into()));
+        }
+        // "PANIC" in a prompt exercises the worker's catch_unwind.
+        if tokens.iter().any(|t| {
+            t.windows(5).any(|w| {
+                w.iter()
+                    .map(|&t| (t - BYTE_BASE.min(t)) as u8)
+                    .eq(*b"PANIC")
+            })
         }) {
             panic!("fake engine asked to panic");
         }
-        std::thread::sleep(self.options.step_delay);
-        self.stats.prefills.fetch_add(1, Ordering::SeqCst);
-        let s = seq(state)?;
-        if s.pos + tokens.len() > self.n_ctx {
-            return Err(EngineError::Forward("prompt does not fit".into()));
-        }
-        s.pos += tokens.len();
-        Ok(self.logits_for(s))
-    }
-
-    fn decode_batch(
-        &self,
-        seqs: &mut [&mut SeqState],
-        tokens: &[u32],
-    ) -> Result<Vec<Vec<f32>>, EngineError> {
-        std::thread::sleep(self.options.step_delay);
-        self.stats.decode_steps.fetch_add(1, Ordering::SeqCst);
-        self.stats.max_batch.fetch_max(seqs.len(), Ordering::SeqCst);
-        if seqs.len() != tokens.len() {
-            return Err(EngineError::Forward("one token per sequence".into()));
-        }
-        let mut out = Vec::with_capacity(seqs.len());
-        for state in seqs.iter_mut() {
-            let s = seq(state)?;
-            if s.pos >= self.n_ctx {
+        // Check everything first: on error no sequence advances (as the trait promises).
+        for (state, t) in seqs.iter_mut().zip(tokens) {
+            if seq(state)?.pos + t.len() > self.n_ctx {
                 return Err(EngineError::Forward("context full".into()));
             }
-            s.pos += 1;
-            s.generated += 1;
-            out.push(self.logits_for(s));
+        }
+        let fed = tokens.iter().filter(|t| !t.is_empty()).count();
+        if fed == 0 {
+            return Ok(vec![Vec::new(); seqs.len()]);
+        }
+        std::thread::sleep(self.options.step_delay);
+        let total: usize = tokens.iter().map(|t| t.len()).sum();
+        let mut prompts = 0;
+        let mut decodes = 0;
+        let mut out = Vec::with_capacity(seqs.len());
+        for (state, t) in seqs.iter_mut().zip(tokens) {
+            let s = seq(state)?;
+            if t.is_empty() {
+                out.push(Vec::new());
+                continue;
+            }
+            self.stats.max_chunk.fetch_max(t.len(), Ordering::SeqCst);
+            s.pos += t.len();
+            if t.len() == 1 && s.expect == Some(t[0]) {
+                s.generated += 1;
+                decodes += 1;
+            } else {
+                self.stats
+                    .prompt_tokens
+                    .fetch_add(t.len(), Ordering::SeqCst);
+                prompts += 1;
+            }
+            let logits = self.logits_for(s);
+            s.expect = Some(Argmax.sample(&mut logits.clone(), &[]));
+            out.push(logits);
+        }
+        self.stats.decode_steps.fetch_add(1, Ordering::SeqCst);
+        self.stats.max_batch.fetch_max(fed, Ordering::SeqCst);
+        self.stats
+            .max_step_tokens
+            .fetch_max(total, Ordering::SeqCst);
+        if prompts > 0 && decodes > 0 {
+            self.stats.mixed_steps.fetch_add(1, Ordering::SeqCst);
         }
         Ok(out)
     }

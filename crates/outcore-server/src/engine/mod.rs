@@ -113,13 +113,15 @@ pub trait Engine: Send + Sync {
     fn new_sequence(&self) -> Result<SeqState, EngineError>;
     /// Empties a sequence for the next request (position 0; the KV memory is kept).
     fn reset_sequence(&self, seq: &mut SeqState) -> Result<(), EngineError>;
-    /// Evaluates a prompt; returns the logits of its last token.
-    fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError>;
-    /// One batched decoding step: `tokens[i]` is fed to `seqs[i]`; returns each one's logits.
-    fn decode_batch(
+    /// One forward step over several sequences (continuous batching): `tokens[i]` is fed to
+    /// `seqs[i]`, a prompt chunk of a newly admitted sequence or the one sampled token of a
+    /// decoding one; an empty slice leaves that sequence alone. Returns each sequence's logits
+    /// for its last token (empty for a skipped one). On error no sequence has advanced, so the
+    /// caller may retry them one by one. The caller bounds the total token count.
+    fn forward_mixed(
         &self,
         seqs: &mut [&mut SeqState],
-        tokens: &[u32],
+        tokens: &[&[u32]],
     ) -> Result<Vec<Vec<f32>>, EngineError>;
     fn memory(&self) -> MemoryUsage;
     /// The files behind the weights as they were opened (identity, mapped or copied), for

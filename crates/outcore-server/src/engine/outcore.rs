@@ -271,23 +271,17 @@ impl Engine for OutcoreEngine {
         Ok(())
     }
 
-    fn prefill(&self, seq: &mut SeqState, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
-        self.model
-            .forward(state(seq)?, tokens)
-            .map_err(|e| EngineError::Forward(e.to_string()))
-    }
-
-    fn decode_batch(
+    fn forward_mixed(
         &self,
         seqs: &mut [&mut SeqState],
-        tokens: &[u32],
+        tokens: &[&[u32]],
     ) -> Result<Vec<Vec<f32>>, EngineError> {
         let mut states: Vec<&mut State> = Vec::with_capacity(seqs.len());
         for s in seqs.iter_mut() {
             states.push(state(s)?);
         }
         self.model
-            .forward_batch(&mut states, tokens)
+            .forward_mixed(&mut states, tokens)
             .map_err(|e| EngineError::Forward(e.to_string()))
     }
 
