@@ -143,6 +143,12 @@ impl RowSource for HfRows<'_> {
         Ok(())
     }
 
+    fn prefetch(&self, first: usize, n: usize) {
+        let rb = self.ty.row_bytes(self.row_len as u64).unwrap_or(0) as usize;
+        // A chunk covers whole heads, so its permuted source rows are the same row range.
+        self.ckpt.prefetch(&self.name, first * rb..(first + n) * rb);
+    }
+
     fn release(&self, first: usize, n: usize, drop_cache: bool) {
         let rb = self.ty.row_bytes(self.row_len as u64).unwrap_or(0) as usize;
         self.ckpt

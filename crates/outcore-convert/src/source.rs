@@ -59,6 +59,10 @@ impl Checkpoint {
                 },
             );
         }
+        // Tensors are read front to back: ask for the larger read-ahead (best effort).
+        for shard in model.shards() {
+            let _ = shard.mapping().advise_sequential();
+        }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             model,
@@ -76,6 +80,19 @@ impl Checkpoint {
 
     pub fn view(&self, name: &str) -> Option<TensorView<'_>> {
         self.model.tensor(name)
+    }
+
+    /// Starts reading `range` (relative to the tensor's bytes) into the page cache in the
+    /// background (MADV_WILLNEED), so the disk works while the previous chunk is quantized.
+    pub fn prefetch(&self, name: &str, range: Range<usize>) {
+        if let Some(i) = self.model.info(name) {
+            let start = i.range.start + range.start.min(i.range.len());
+            let end = i.range.start + range.end.min(i.range.len());
+            // Best effort: without it the pages are faulted in when first touched.
+            let _ = self.model.shards()[i.shard]
+                .mapping()
+                .advise_willneed(start..end);
+        }
     }
 
     /// Drops the mapped pages of `range` (relative to the tensor's bytes) from this process, and

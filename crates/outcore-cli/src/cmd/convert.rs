@@ -26,8 +26,8 @@ pub struct ConvertArgs {
     /// Overwrite the output if it exists.
     #[arg(long)]
     pub force: bool,
-    /// Memory mode: auto (from detected memory), standard (a tensor at a time), low-memory
-    /// (16 MB chunks, input pages dropped as soon as they are converted).
+    /// Memory mode: auto (from detected memory), standard (64 MB chunks of f32), low-memory
+    /// (16 MB chunks). Both drop each input chunk's pages (mapping and page cache) once converted.
     #[arg(long, default_value = "auto")]
     pub mode: String,
     /// Threads for quantization (default: all cores).
