@@ -5,8 +5,9 @@ Starts the server (or uses --url), then for each concurrency level sends --reque
 requests from that many threads and prints one table row per level: p50/p99 latency, aggregate
 generated tokens/s (and its ratio to the single-stream figure), errors, the mean number of
 tokens sampled per batched forward step (from /metrics; prompt chunks ride in those steps), and
-the server's RSS at the start of the level, once the level is warm (its first max(2 x concurrency, 10%) requests done: every slot it
-uses has allocated its KV cache) and at its end. Then the targets of issue #7: 4 streams >= 2x
+the server's RSS at the start of the level, once the level is warm (its first
+max(2 x concurrency, 10%) requests done: every slot it uses has allocated its KV cache) and at
+its end. Then the targets of issue #7: 4 streams >= 2x
 the single-stream tokens/s, zero errors, memory flat (at every level RSS at the end within 5% +
 8 MiB of RSS once warm; growth between levels is the KV cache of slots used for the first time,
 bounded by the planner's figure the server prints at start). Every loop is bounded by
