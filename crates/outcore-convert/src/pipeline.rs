@@ -302,8 +302,9 @@ pub fn stream(
             writer.write_chunk(&buf)?;
             // The converter never reads these source pages again: unmap them and drop them from
             // the page cache in both modes. Under a memory cgroup the cache is charged to us, and
-            // letting it fill the cap forces reclaim in the middle of reads and writes (a 1B f16
-            // checkpoint to q8_0 in a 1.5 GB cgroup: 28 s keeping the cache, 9 s dropping it).
+            // letting it fill the cap forces reclaim in the middle of reads and writes (1B f16 to
+            // q8_0 in a 1.5 GB cgroup on a busy machine: 28 s keeping the cache, 9 s dropping it;
+            // on a quiet one with the input in the host's cache both take ~5 s).
             t.source.release(done, rows, true);
             let before = in_total * done as u64 / n_rows as u64;
             done += rows;
