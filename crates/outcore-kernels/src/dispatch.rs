@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use crate::ops::{self, DotOrder};
 use crate::quant::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn, VecDotX4Fn,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn, VecDotR4Fn, VecDotX4Fn,
 };
 
 /// An instruction-set level with its own kernels.
@@ -84,6 +84,10 @@ pub struct KernelTable {
     pub q4_1_q8_1_x4: Option<VecDotX4Fn<BlockQ4_1, BlockQ8_1>>,
     pub q5_0_q8_0_x4: Option<VecDotX4Fn<BlockQ5_0, BlockQ8_0>>,
     pub q5_1_q8_1_x4: Option<VecDotX4Fn<BlockQ5_1, BlockQ8_1>>,
+    /// Four weight rows times one activation row (same bits as four single calls), used by
+    /// single-token products.
+    pub q8_0_q8_0_r4: Option<VecDotR4Fn<BlockQ8_0, BlockQ8_0>>,
+    pub q4_1_q8_1_r4: Option<VecDotR4Fn<BlockQ4_1, BlockQ8_1>>,
     /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
     pub attn_scores: AttnScoresFn,
     pub attn_values: AttnValuesFn,
@@ -128,6 +132,8 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_x4: None,
     q5_0_q8_0_x4: None,
     q5_1_q8_1_x4: None,
+    q8_0_q8_0_r4: None,
+    q4_1_q8_1_r4: None,
     attn_scores: ops::attn_scores_scalar,
     attn_values: ops::attn_values_scalar,
     softmax: ops::softmax_scalar,

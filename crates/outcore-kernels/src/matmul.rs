@@ -120,13 +120,22 @@ fn matmul_typed<B: GgmlBlock>(
     let dot = B::vec_dot_fn(k);
 
     if n_tokens == 1 {
+        let dot_r4 = B::vec_dot_r4_fn(k);
         out.par_chunks_mut(ROWS_PER_TASK)
             .enumerate()
             .for_each(|(c, out)| {
                 let r0 = c * ROWS_PER_TASK;
-                for (i, o) in out.iter_mut().enumerate() {
-                    let r = r0 + i;
-                    *o = dot(&w[r * nb..(r + 1) * nb], &act);
+                let row = |i: usize| &w[(r0 + i) * nb..(r0 + i + 1) * nb];
+                let mut i = 0;
+                if let Some(d4) = dot_r4 {
+                    while i + 4 <= out.len() {
+                        let rows = [row(i), row(i + 1), row(i + 2), row(i + 3)];
+                        out[i..i + 4].copy_from_slice(&d4(rows, &act));
+                        i += 4;
+                    }
+                }
+                for (j, o) in out.iter_mut().enumerate().skip(i) {
+                    *o = dot(row(j), &act);
                 }
             });
         return;

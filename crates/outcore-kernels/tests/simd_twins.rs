@@ -286,3 +286,62 @@ fn float_ops_simd_equal_scalar_bit_for_bit() {
         );
     }
 }
+
+/// Four-weight-row kernels (single-token products) equal four single calls of the same level,
+/// which equal the scalar twin.
+#[test]
+fn r4_kernels_equal_single_rows_bit_for_bit() {
+    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+    let mut rng = Rng(0x2545F4914F6CDD1D);
+    let s = scalar();
+    for k in simd_levels() {
+        for nb in [1usize, 2, 5, 18, 64] {
+            let n = nb * 32;
+            let act_f = rng.row(n);
+            // Q8_0 weights, Q8_0 activations
+            let rows: Vec<Vec<BlockQ8_0>> = (0..4)
+                .map(|_| {
+                    let mut b = vec![0u8; row_bytes(GgmlType::Q8_0, n).unwrap()];
+                    quantize_row(GgmlType::Q8_0, &rng.row(n), &mut b).unwrap();
+                    bytemuck::cast_slice(&b).to_vec()
+                })
+                .collect();
+            let mut a = vec![0u8; row_bytes(GgmlType::Q8_0, n).unwrap()];
+            quantize_activation_with(s, GgmlType::Q8_0, &act_f, &mut a).unwrap();
+            let a: &[BlockQ8_0] = bytemuck::cast_slice(&a);
+            if let Some(r4) = k.q8_0_q8_0_r4 {
+                let got = r4([&rows[0], &rows[1], &rows[2], &rows[3]], a);
+                for r in 0..4 {
+                    assert_eq!(
+                        got[r].to_bits(),
+                        (s.q8_0_q8_0)(&rows[r], a).to_bits(),
+                        "{:?} q8_0 r4 nb={nb}",
+                        k.level
+                    );
+                }
+            }
+            // Q4_1 weights, Q8_1 activations
+            let rows: Vec<Vec<BlockQ4_1>> = (0..4)
+                .map(|_| {
+                    let mut b = vec![0u8; row_bytes(GgmlType::Q4_1, n).unwrap()];
+                    quantize_row(GgmlType::Q4_1, &rng.row(n), &mut b).unwrap();
+                    bytemuck::cast_slice(&b).to_vec()
+                })
+                .collect();
+            let mut a = vec![0u8; row_bytes(GgmlType::Q8_1, n).unwrap()];
+            quantize_activation_with(s, GgmlType::Q8_1, &act_f, &mut a).unwrap();
+            let a: &[BlockQ8_1] = bytemuck::cast_slice(&a);
+            if let Some(r4) = k.q4_1_q8_1_r4 {
+                let got = r4([&rows[0], &rows[1], &rows[2], &rows[3]], a);
+                for r in 0..4 {
+                    assert_eq!(
+                        got[r].to_bits(),
+                        (s.q4_1_q8_1)(&rows[r], a).to_bits(),
+                        "{:?} q4_1 r4 nb={nb}",
+                        k.level
+                    );
+                }
+            }
+        }
+    }
+}

@@ -61,6 +61,10 @@ pub type VecDotFn<W, A> = fn(&[W], &[A]) -> f32;
 /// One weight row times four activation rows at once.
 pub type VecDotX4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 
+/// Four weight rows times one activation row (same bits as four single calls): single-token
+/// products run four independent accumulation chains instead of one latency-bound chain.
+pub type VecDotR4Fn<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
+
 /// An activation quantizer: f32 row -> blocks (row length = blocks * BLOCK).
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
 
@@ -98,6 +102,12 @@ pub trait GgmlBlock: Pod + Send + Sync {
     /// A four-activation-row kernel for this CPU, if it has one (bit-identical to four
     /// [`GgmlBlock::vec_dot_fn`] calls).
     fn vec_dot_x4_fn(_k: &KernelTable) -> Option<VecDotX4Fn<Self, Self::Dot>> {
+        None
+    }
+
+    /// A four-weight-row kernel for this CPU, if it has one (bit-identical to four
+    /// [`GgmlBlock::vec_dot_fn`] calls).
+    fn vec_dot_r4_fn(_k: &KernelTable) -> Option<VecDotR4Fn<Self, Self::Dot>> {
         None
     }
 

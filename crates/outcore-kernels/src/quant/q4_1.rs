@@ -100,6 +100,10 @@ impl GgmlBlock for BlockQ4_1 {
         super::hsum8_x86(&acc) + summs
     }
 
+    fn vec_dot_r4_fn(k: &KernelTable) -> Option<super::VecDotR4Fn<Self, BlockQ8_1>> {
+        k.q4_1_q8_1_r4
+    }
+
     fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, BlockQ8_1>> {
         k.q4_1_q8_1_x4
     }

@@ -97,6 +97,10 @@ impl GgmlBlock for BlockQ8_0 {
         super::hsum8_x86(&acc)
     }
 
+    fn vec_dot_r4_fn(k: &KernelTable) -> Option<super::VecDotR4Fn<Self, Self>> {
+        k.q8_0_q8_0_r4
+    }
+
     fn vec_dot_x4_fn(k: &KernelTable) -> Option<super::VecDotX4Fn<Self, Self>> {
         k.q8_0_q8_0_x4
     }

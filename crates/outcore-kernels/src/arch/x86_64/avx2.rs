@@ -358,6 +358,64 @@ macro_rules! block32_kernels {
         }
 
         /// # Safety
+        /// As [`vec_dot_q8_0_q8_0_impl`]; four weight rows share each activation block and run
+        /// four independent accumulation chains (each in the single-row order).
+        #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
+        unsafe fn vec_dot_q8_0_q8_0_r4_impl(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+            let nb = xs.iter().fold(y.len(), |n, x| n.min(x.len()));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            for i in 0..nb {
+                // SAFETY: qs are 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                let dy = super::avx2::h2f(y[i].d);
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let x = &xs[r][i];
+                    super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
+                    // SAFETY: qs are 32 readable bytes.
+                    let a = unsafe { super::avx2::load256(x.qs.as_ptr() as *const u8) };
+                    let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * dy);
+                    *acc = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_i8(a, b)), *acc);
+                }
+            }
+            [
+                super::avx2::hsum_f32x8(acc[0]),
+                super::avx2::hsum_f32x8(acc[1]),
+                super::avx2::hsum_f32x8(acc[2]),
+                super::avx2::hsum_f32x8(acc[3]),
+            ]
+        }
+
+        /// # Safety
+        /// As [`vec_dot_q4_1_q8_1_impl`]; four weight rows share each activation block.
+        #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
+        unsafe fn vec_dot_q4_1_q8_1_r4_impl(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+            let nb = xs.iter().fold(y.len(), |n, x| n.min(x.len()));
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut summs = [0.0f32; 4];
+            for i in 0..nb {
+                // SAFETY: qs are 32 readable bytes.
+                let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                let (dy, sy) = (super::avx2::h2f(y[i].d), super::avx2::h2f(y[i].s));
+                for r in 0..4 {
+                    let x = &xs[r][i];
+                    super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
+                    summs[r] = super::avx2::h2f(x.m).mul_add(sy, summs[r]);
+                    let q = super::avx2::nibbles_32(&x.qs);
+                    let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * dy);
+                    acc[r] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps($dot_u8_i8(q, b)), acc[r]);
+                }
+            }
+            [
+                super::avx2::hsum_f32x8(acc[0]) + summs[0],
+                super::avx2::hsum_f32x8(acc[1]) + summs[1],
+                super::avx2::hsum_f32x8(acc[2]) + summs[2],
+                super::avx2::hsum_f32x8(acc[3]) + summs[3],
+            ]
+        }
+
+        /// # Safety
         /// Requires the features in `$feat`.
         #[target_feature(enable = $feat)]
         unsafe fn vec_dot_q4_0_q8_0_impl(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
@@ -892,6 +950,16 @@ unsafe fn vec_dot_q2_k_q8_k_impl(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
 
 mod ops;
 
+fn vec_dot_q8_0_q8_0_r4(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+    // SAFETY: reachable only through this level's table, handed out after `is_available`.
+    unsafe { vec_dot_q8_0_q8_0_r4_impl(xs, y) }
+}
+
+fn vec_dot_q4_1_q8_1_r4(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_1_q8_1_r4_impl(xs, y) }
+}
+
 fn attn_scores(
     order: crate::ops::DotOrder,
     q16: &[f32],
@@ -1022,6 +1090,8 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_x4: Some(vec_dot_q4_1_q8_1_x4),
     q5_0_q8_0_x4: Some(vec_dot_q5_0_q8_0_x4),
     q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
+    q8_0_q8_0_r4: Some(vec_dot_q8_0_q8_0_r4),
+    q4_1_q8_1_r4: Some(vec_dot_q4_1_q8_1_r4),
     attn_scores,
     attn_values,
     softmax,

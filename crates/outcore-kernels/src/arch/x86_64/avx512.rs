@@ -116,6 +116,16 @@ safe_wrappers_x4! {
     vec_dot_q5_1_q8_1_x4 => vec_dot_q5_1_q8_1_x4_impl(BlockQ5_1, BlockQ8_1);
 }
 
+fn vec_dot_q8_0_q8_0_r4(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
+    // SAFETY: only reachable through `table()`, handed out after `is_available()`.
+    unsafe { vec_dot_q8_0_q8_0_r4_impl(xs, y) }
+}
+
+fn vec_dot_q4_1_q8_1_r4(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_1_q8_1_r4_impl(xs, y) }
+}
+
 static TABLE: KernelTable = TABLE_FIELDS;
 
 /// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later).
@@ -137,6 +147,8 @@ const TABLE_FIELDS: KernelTable = KernelTable {
     q4_1_q8_1_x4: Some(vec_dot_q4_1_q8_1_x4),
     q5_0_q8_0_x4: Some(vec_dot_q5_0_q8_0_x4),
     q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
+    q8_0_q8_0_r4: Some(vec_dot_q8_0_q8_0_r4),
+    q4_1_q8_1_r4: Some(vec_dot_q4_1_q8_1_r4),
     ..AVX2_TABLE
 };
 
