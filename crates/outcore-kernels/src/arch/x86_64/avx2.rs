@@ -334,6 +334,7 @@ macro_rules! block32_kernels {
             let nb = ys.iter().fold(x.len(), |n, y| n.min(y.len()));
             let mut acc = [_mm256_setzero_ps(); 4];
             for i in 0..nb {
+                super::avx2::prefetch(&x[i], super::avx2::PREFETCH_AHEAD);
                 // SAFETY: qs are 32 readable bytes.
                 let a = unsafe { super::avx2::load256(x[i].qs.as_ptr() as *const u8) };
                 let dx = _mm_set1_ps(super::avx2::h2f(x[i].d));
@@ -476,6 +477,7 @@ macro_rules! block32_kernels {
                 (a.to_bits() as u32 | (b.to_bits() as u32) << 16) as i32
             };
             for i in 0..nb {
+                super::avx2::prefetch(&x[i], super::avx2::PREFETCH_AHEAD);
                 let q = super::avx2::nibbles_32(&x[i].qs);
                 // [dx, mx] and the four tokens' [d, s] pairs, converted together.
                 let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(pair(x[i].d, x[i].m)));
