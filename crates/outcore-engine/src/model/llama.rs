@@ -317,6 +317,16 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
     let mut norm_w = Vec::new();
     let mut bias = Vec::new();
     let group = cfg.n_head / cfg.n_head_kv;
+    // llama.cpp picks the KQ/KQV kernel by the number of tokens a sequence evaluates, so a
+    // sequence decoding one token inside a batch of sequences gets the one-token order (batched
+    // decode then equals decoding each sequence alone). The same for every layer.
+    let order: Vec<DotOrder> = seqs
+        .iter()
+        .map(|s| match s.tokens.len() > 1 {
+            true => DotOrder::TinyBlas,
+            false => DotOrder::VecDotF16,
+        })
+        .collect();
     for (l, lw) in w.layers.iter().enumerate() {
         let ub = UnitBytes::begin(src, l);
         // Attention block.
@@ -370,17 +380,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         {
             let q = &sc.q;
             let caches: Vec<&KvCache> = seqs.iter().map(|s| &*s.kv).collect();
-            // llama.cpp picks the KQ/KQV kernel by the number of tokens a sequence evaluates, so a
-            // sequence decoding one token inside a batch of sequences gets the one-token order
-            // (batched decode then equals decoding each sequence alone).
-            let order: Vec<DotOrder> = seqs
-                .iter()
-                .map(|s| match s.tokens.len() > 1 {
-                    true => DotOrder::TinyBlas,
-                    false => DotOrder::VecDotF16,
-                })
-                .collect();
-            let tok_seq = &tok_seq;
+            let (order, tok_seq) = (&order, &tok_seq);
             sc.att[..n * qd]
                 .par_chunks_mut(hd)
                 .enumerate()

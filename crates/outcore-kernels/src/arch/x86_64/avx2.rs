@@ -338,12 +338,7 @@ macro_rules! block32_kernels {
                 // SAFETY: qs are 32 readable bytes.
                 let a = unsafe { super::avx2::load256(x[i].qs.as_ptr() as *const u8) };
                 let dx = _mm_set1_ps(super::avx2::h2f(x[i].d));
-                let dy = _mm_cvtph_ps(_mm_cvtsi64_si128(
-                    (ys[0][i].d.to_bits() as u64
-                        | (ys[1][i].d.to_bits() as u64) << 16
-                        | (ys[2][i].d.to_bits() as u64) << 32
-                        | (ys[3][i].d.to_bits() as u64) << 48) as i64,
-                ));
+                let dy = super::avx2::f16x4([ys[0][i].d, ys[1][i].d, ys[2][i].d, ys[3][i].d]);
                 let dd = _mm256_castps128_ps256(_mm_mul_ps(dx, dy));
                 for (t, acc) in acc.iter_mut().enumerate() {
                     // SAFETY: qs are 32 readable bytes.
