@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Out-of-core benchmark: outcore vs llama.cpp (llama-cpp-python) on a synthetic ~1-2 GB Q8_0
-# model inside cgroup v1 memory caps of 100/75/50/25 % of the model size (and the least cap
-# outcore's planner accepts), each run from a cold page cache.
+# Out-of-core benchmark: outcore vs llama.cpp (llama-cpp-python) on a synthetic ~2 GB Q8_0
+# model inside cgroup v1 memory caps of 100/75/50/25 % of the model size, each run from a cold
+# page cache; plus "fit" (the model and everything the run needs besides it: KV cache, scratch
+# and margin, as `outcore plan` counts them, and 64 MiB for the process image: a cap that holds
+# the whole model),
+# "min" (the least cap outcore's planner accepts) and "imin" (the issue's floor).
 #
 # Prints per run: tokens/s (decode), bytes read from disk per generated token (/proc/PID/io
 # read_bytes of the capped process tree; outcore's own streamer figure too), peak memory of the
@@ -12,9 +15,11 @@
 #
 # Environment (all optional):
 #   OUTCORE      outcore binary       (default: target-ooc/release/outcore, then target/release/outcore)
-#   MODEL        the GGUF to run      (default: /tmp/ooc-bench/llama-1b-q8_0.gguf, made with `outcore synth`)
-#   LLAMA_VENV   a venv with llama_cpp; if unset a scratch venv is made in $WORK/venv (pip install)
-#   N=32 THREADS=2 CTX=512 CAPS="100 75 50 25 min imin" TIMEOUT=900 WORK=/tmp/ooc-bench
+#   MODEL        the GGUF to run      (default: $WORK/llama-1.7b-q8_0.gguf, SmolLM2-1.7B shapes,
+#                1.82 GB, made with `outcore synth --arch llama --params 1.7B --type q8_0`)
+#   LLAMA_PYTHON an interpreter that imports llama_cpp (e.g. python3 where llama-cpp-python is installed)
+#   LLAMA_VENV   a venv with llama_cpp; if neither is set a scratch venv is made in $WORK/venv (pip install)
+#   N=32 THREADS=2 CTX=512 CAPS="fit 100 75 50 25 min imin" TIMEOUT=900 WORK=/tmp/ooc-bench
 #   ENGINES="outcore llama.cpp"   OUTCORE_LOAD=auto (outcore --load)
 set -euo pipefail
 
@@ -23,7 +28,7 @@ WORK=${WORK:-/tmp/ooc-bench}
 N=${N:-32}
 THREADS=${THREADS:-2}
 CTX=${CTX:-512}
-CAPS=${CAPS:-"100 75 50 25 min imin"}
+CAPS=${CAPS:-"fit 100 75 50 25 min imin"}
 TIMEOUT=${TIMEOUT:-900}
 ENGINES=${ENGINES:-"outcore llama.cpp"}
 OUTCORE_LOAD=${OUTCORE_LOAD:-auto}
@@ -42,14 +47,14 @@ if [ -z "${OUTCORE:-}" ]; then
   [ -n "${OUTCORE:-}" ] || die "no outcore binary: cargo build --release -p outcore (or set OUTCORE)"
 fi
 
-MODEL=${MODEL:-$WORK/llama-1b-q8_0.gguf}
+MODEL=${MODEL:-$WORK/llama-1.7b-q8_0.gguf}
 if [ ! -f "$MODEL" ]; then
   echo "# making $MODEL with outcore synth" >&2
-  "$OUTCORE" synth --arch llama --params 1B --type q8_0 -o "$MODEL" -t "$THREADS" >&2
+  "$OUTCORE" synth --arch llama --params 1.7B --type q8_0 -o "$MODEL" -t "$THREADS" >&2
 fi
 model_bytes=$(stat -c %s "$MODEL")
 
-if [[ " $ENGINES " == *" llama.cpp "* ]]; then
+if [[ " $ENGINES " == *" llama.cpp "* ]] && [ -z "${LLAMA_PYTHON:-}" ]; then
   if [ -z "${LLAMA_VENV:-}" ]; then
     LLAMA_VENV=$WORK/venv
     if ! "$LLAMA_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
@@ -58,7 +63,10 @@ if [[ " $ENGINES " == *" llama.cpp "* ]]; then
       "$LLAMA_VENV/bin/pip" install -q llama-cpp-python >&2
     fi
   fi
-  "$LLAMA_VENV/bin/python" -c "import llama_cpp" || die "LLAMA_VENV=$LLAMA_VENV has no llama_cpp"
+  LLAMA_PYTHON=$LLAMA_VENV/bin/python
+fi
+if [[ " $ENGINES " == *" llama.cpp "* ]]; then
+  "$LLAMA_PYTHON" -c "import llama_cpp" || die "$LLAMA_PYTHON cannot import llama_cpp"
 fi
 
 cat > "$WORK/llama_run.py" <<'EOF'
@@ -92,9 +100,13 @@ disk_bw=$(awk -v b="$model_bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.0f", 
 # min: the least cap outcore's planner accepts (KV + scratch + margin + hot non-layer tensors +
 # one layer); imin: the issue's floor, KV + scratch + one layer + 64 MB (the output matrix then
 # lives in whatever page cache is left).
-read -r min_cap imin_cap < <("$OUTCORE" plan -m "$MODEL" -c "$CTX" --no-probe --json |
+# fit: everything resident: hot tensors + KV + scratch + margin, plus 64 MiB for the process
+# image the cgroup already holds when the planner looks (binary and libraries paged in, heap).
+read -r min_cap imin_cap fit_cap < <("$OUTCORE" plan -m "$MODEL" -c "$CTX" --no-probe --json |
   python3 -c 'import json,sys; j=json.load(sys.stdin); p=j["plan"]
-print(p["min_required"], p["kv_bytes"] + p["scratch_bytes"] + max(j["layer_bytes"]) + (64 << 20))')
+over = p["kv_bytes"] + p["scratch_bytes"] + p["margin_bytes"]
+print(p["min_required"], p["kv_bytes"] + p["scratch_bytes"] + max(j["layer_bytes"]) + (64 << 20),
+      over + p["hot_non_layer_bytes"] + sum(j["layer_bytes"]) + (64 << 20))')
 
 mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 
@@ -129,12 +141,14 @@ printf '# model %s: %s MB; disk O_DIRECT 4 MB sequential read %s MB/s; threads %
 printf '%-9s %-7s %9s %8s %10s %10s %11s %9s %6s %6s %5s\n' \
   engine cap cap_MB tok/s read_MB/tok strm_MB/tok bound_tok/s peak_MB killed rc same
 ref_ids=""
+declare -A TPS
 for engine in $ENGINES; do
   ref=""
   for cap in none $CAPS; do
     case $cap in
       none) limit=none ;;
       min) limit=$min_cap ;;
+      fit) limit=$fit_cap ;;
       imin) limit=$imin_cap ;;
       *) limit=$((model_bytes * cap / 100)) ;;
     esac
@@ -148,7 +162,7 @@ for engine in $ENGINES; do
       strm=$(sed -n 's/^streaming: .*(\([0-9.]*\) MB per pass over.*/\1/p' "$WORK/$name.err")
       per_pass=$(sed -n 's/^streaming: .*resident, \([0-9.]*\) MB streamed per pass.*/\1/p' "$WORK/$name.err")
     else
-      run_capped "$name" "$limit" "$WORK/$name.out" "$LLAMA_VENV/bin/python" "$WORK/llama_run.py" \
+      run_capped "$name" "$limit" "$WORK/$name.out" "$LLAMA_PYTHON" "$WORK/llama_run.py" \
         "$MODEL" "$PROMPT" "$N" "$THREADS" "$CTX"
       tps=$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["gen_tps"])' "$WORK/$name.out" 2>/dev/null || true)
       ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["ids"])))' "$WORK/$name.out" 2>/dev/null || true)
@@ -164,12 +178,21 @@ for engine in $ENGINES; do
     [ -n "$ids" ] && [ -n "$ref" ] && { [ "$ids" = "$ref" ] && same=yes || same=no; }
     bound=-
     [ -n "$per_pass" ] && bound=$(awk -v bw="$disk_bw" -v s="$per_pass" 'BEGIN { if (s > 0) printf "%.2f", bw / (s * 1e6); else print "mem" }')
+    TPS[$name]=${tps:-}
     printf '%-9s %-7s %9s %8s %10s %10s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
       "$([ "$limit" = none ] && echo - || mb "$limit")" "${tps:--}" \
       "$(awk -v b="${rb:-0}" -v n="$N" 'BEGIN { printf "%.1f", b / n / 1e6 }')" "${strm:--}" \
       "$bound" "$(mb "$peak")" "$killed" "$rc" "$same"
   done
 done
+if [[ " $ENGINES " == *" outcore "* ]] && [[ " $ENGINES " == *" llama.cpp "* ]]; then
+  printf '# outcore / llama.cpp tokens/s:'
+  for cap in none $CAPS; do
+    a=${TPS[outcore-$cap]:-}; b=${TPS[llamacpp-$cap]:-}
+    [ -n "$a" ] && [ -n "$b" ] && printf ' %s %sx;' "$cap" "$(awk -v a="$a" -v b="$b" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "inf" }')"
+  done
+  echo
+fi
 echo "# read_MB/tok: /proc io read_bytes of the whole run (load + prompt + $N tokens) / $N;"
 echo "# strm_MB/tok: outcore's streamer bytes per forward pass; bound: disk_bw / streamed bytes per pass."
 echo "# logs: $WORK/<engine>-<cap>.{out,err,io}"

@@ -32,7 +32,7 @@ pub enum SynthFormat {
 #[derive(Clone, Debug)]
 pub struct SynthOptions {
     pub arch: Arch,
-    /// "135M", "1B", "3B" or "8B".
+    /// "135M", "1B", "1.7B", "3B" or "8B".
     pub params: String,
     /// File type for GGUF; f32/f16/bf16 for safetensors.
     pub ftype: FileType,
@@ -50,7 +50,7 @@ pub struct SynthOptions {
 /// (hidden, layers, heads, kv heads, ffn, tied, rope theta, context, llama3 rope scaling)
 type Shape = (u64, u64, u64, u64, u64, bool, f64, u64, bool);
 
-/// The size classes: Llama 3.2 1B/3B, Llama 3.1 8B, SmolLM2-135M; Qwen2.5 0.5B/1.5B/3B/7B.
+/// The size classes: Llama 3.2 1B/3B, Llama 3.1 8B, SmolLM2-135M/1.7B; Qwen2.5 0.5B/1.5B/3B/7B.
 pub fn size_class(arch: Arch, params: &str) -> Result<Shape> {
     let p = params.to_ascii_uppercase();
     let s = match (arch, p.as_str()) {
@@ -59,6 +59,8 @@ pub fn size_class(arch: Arch, params: &str) -> Result<Shape> {
         (Arch::Qwen2, "TINY") => (256, 2, 4, 2, 512, true, 1000000.0, 256, false),
         (Arch::Llama, "135M") => (576, 30, 9, 3, 1536, true, 100000.0, 8192, false),
         (Arch::Llama, "1B") => (2048, 16, 32, 8, 8192, true, 500000.0, 131072, true),
+        // SmolLM2-1.7B: the demo model's big sibling (same vocabulary), ~1.8 GB in Q8_0.
+        (Arch::Llama, "1.7B") => (2048, 24, 32, 32, 8192, true, 130000.0, 8192, false),
         (Arch::Llama, "3B") => (3072, 28, 24, 8, 8192, true, 500000.0, 131072, true),
         (Arch::Llama, "8B") => (4096, 32, 32, 8, 14336, false, 500000.0, 131072, true),
         (Arch::Qwen2, "135M") => (896, 24, 14, 2, 4864, true, 1000000.0, 32768, false),
@@ -68,7 +70,7 @@ pub fn size_class(arch: Arch, params: &str) -> Result<Shape> {
         _ => {
             return Err(ConvertError::Invalid {
                 what: format!(
-                    "unknown size class `{params}` (expected 135M, 1B, 3B, 8B, or tiny for tests)"
+                    "unknown size class `{params}` (expected 135M, 1B, 1.7B, 3B, 8B, or tiny for tests)"
                 ),
             })
         }

@@ -16,7 +16,7 @@ pub struct SynthArgs {
     /// llama (Llama 3.2 1B/3B, 3.1 8B, SmolLM2-135M shapes) or qwen2 (Qwen2.5 0.5B/1.5B/3B/7B).
     #[arg(long, default_value = "llama")]
     pub arch: String,
-    /// Size class: 135M, 1B, 3B, 8B (or tiny, for tests).
+    /// Size class: 135M, 1B, 1.7B (llama only), 3B, 8B (or tiny, for tests).
     #[arg(long, default_value = "1B")]
     pub params: String,
     /// GGUF type (f32 f16 bf16 q8_0 q4_0 ... q4_k ...); f32/f16/bf16 for --format safetensors.
