@@ -109,24 +109,38 @@ impl Sampler {
         if cand.is_empty() {
             return argmax(logits);
         }
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        if p.top_k > 0 && p.top_k < cand.len() {
-            cand.truncate(p.top_k);
+        // Only a head of the candidates sorted by logit can survive the chain; find how long a
+        // head is needed and sort only that (a full sort of a 49k vocabulary per token cost more
+        // than the demo model's whole decode step in the server's batched steps).
+        let n = cand.len();
+        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let (head, top_p_norm) = if p.top_k > 0 && p.top_k < n {
+            (p.top_k, None)
+        } else {
+            head_without_top_k(cand, p.top_p, p.min_p)
+        };
+        if head < n {
+            cand.select_nth_unstable_by(head - 1, by_logit);
+            cand.truncate(head);
         }
-        // Probabilities at temperature 1 for top-p and min-p, as llama.cpp's samplers see them.
-        let probs = |c: &[(u32, f32)]| -> Vec<f32> {
+        cand.sort_unstable_by(by_logit);
+        // Probabilities at temperature 1 for top-p and min-p, as llama.cpp's samplers see them
+        // (summed in f64: a cumulative f32 sum over tens of thousands of tail tokens drifts);
+        // `norm` is the sum of exp(logit - max) over the set they are normalised over when that
+        // set is larger than `c` (top-p without top-k: the whole vocabulary).
+        let probs = |c: &[(u32, f32)], norm: Option<f64>| -> Vec<f64> {
             let max = c[0].1;
-            let e: Vec<f32> = c.iter().map(|x| (x.1 - max).exp()).collect();
-            let s: f32 = e.iter().sum();
+            let e: Vec<f64> = c.iter().map(|x| f64::from((x.1 - max).exp())).collect();
+            let s: f64 = norm.unwrap_or_else(|| e.iter().sum());
             e.into_iter().map(|x| x / s).collect()
         };
         if p.top_p < 1.0 {
-            let pr = probs(cand);
+            let pr = probs(cand, top_p_norm);
             let mut cum = 0.0;
             let mut keep = cand.len();
             for (i, q) in pr.iter().enumerate() {
                 cum += q;
-                if cum >= p.top_p {
+                if cum >= f64::from(p.top_p) {
                     keep = i + 1;
                     break;
                 }
@@ -134,8 +148,8 @@ impl Sampler {
             cand.truncate(keep.max(1));
         }
         if p.min_p > 0.0 {
-            let pr = probs(cand);
-            let thr = pr[0] * p.min_p;
+            let pr = probs(cand, None);
+            let thr = pr[0] * f64::from(p.min_p);
             let keep = pr.iter().take_while(|&&q| q >= thr).count();
             cand.truncate(keep.max(1));
         }
@@ -155,6 +169,41 @@ impl Sampler {
         }
         cand[cand.len() - 1].0
     }
+}
+
+/// Without top-k: how many of the highest-logit candidates can survive top-p and min-p (a
+/// little more than needed, never less), and the top-p normaliser over all candidates. Grows a
+/// selected head until it holds `top_p` of the probability mass; min-p bounds it by a logit
+/// threshold. Leaves `cand` permuted.
+fn head_without_top_k(cand: &mut [(u32, f32)], top_p: f32, min_p: f32) -> (usize, Option<f64>) {
+    let n = cand.len();
+    let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+    let mut head = n;
+    if min_p > 0.0 {
+        // min-p keeps tokens with exp(l - max) >= min_p (relative to the top token); the slack
+        // covers rounding in the normalised comparison it really makes.
+        let floor = min_p * 0.999;
+        head = cand
+            .iter()
+            .filter(|c| (c.1 - max).exp() >= floor)
+            .count()
+            .max(1);
+    }
+    if top_p >= 1.0 {
+        return (head, None);
+    }
+    let total: f64 = cand.iter().map(|c| f64::from((c.1 - max).exp())).sum();
+    let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+    let mut k = 64.min(n);
+    while k < head {
+        cand.select_nth_unstable_by(k - 1, by_logit);
+        let mass: f64 = cand[..k].iter().map(|c| f64::from((c.1 - max).exp())).sum();
+        if mass >= f64::from(top_p) * total * 1.001 {
+            break;
+        }
+        k = (k * 4).min(n);
+    }
+    (head.min(k), Some(total))
 }
 
 #[cfg(test)]
@@ -208,5 +257,95 @@ mod tests {
         };
         let mut s = Sampler::new(params);
         assert_eq!(s.sample(&mut [1.0, 1.5, 0.0], &[1]), 0);
+    }
+    /// The chain as first written: sort everything, then cut. The head selection must draw the
+    /// same tokens.
+    fn sample_full_sort(p: &SamplingParams, rng: &mut StdRng, logits: &[f32]) -> u32 {
+        let mut cand: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u32, v))
+            .collect();
+        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        if p.top_k > 0 && p.top_k < cand.len() {
+            cand.truncate(p.top_k);
+        }
+        let probs = |c: &[(u32, f32)]| -> Vec<f64> {
+            let e: Vec<f64> = c.iter().map(|x| f64::from((x.1 - c[0].1).exp())).collect();
+            let s: f64 = e.iter().sum();
+            e.into_iter().map(|x| x / s).collect()
+        };
+        if p.top_p < 1.0 {
+            let pr = probs(&cand);
+            let (mut cum, mut keep) = (0.0, cand.len());
+            for (i, q) in pr.iter().enumerate() {
+                cum += q;
+                if cum >= f64::from(p.top_p) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            cand.truncate(keep.max(1));
+        }
+        if p.min_p > 0.0 {
+            let pr = probs(&cand);
+            let keep = pr
+                .iter()
+                .take_while(|&&q| q >= pr[0] * f64::from(p.min_p))
+                .count();
+            cand.truncate(keep.max(1));
+        }
+        let w: Vec<f64> = cand
+            .iter()
+            .map(|x| (((x.1 - cand[0].1) / p.temperature) as f64).exp())
+            .collect();
+        let mut r = rng.gen::<f64>() * w.iter().sum::<f64>();
+        for (i, wi) in w.iter().enumerate() {
+            if r < *wi {
+                return cand[i].0;
+            }
+            r -= wi;
+        }
+        cand[cand.len() - 1].0
+    }
+
+    #[test]
+    fn head_selection_draws_what_a_full_sort_draws() {
+        let mut gen = StdRng::seed_from_u64(7);
+        // A vocabulary-sized row with a peaked head and a long flat tail, like real logits.
+        let logits: Vec<f32> = (0..49152)
+            .map(|i| {
+                let x: f32 = gen.gen_range(-4.0..4.0);
+                if i % 997 == 0 {
+                    x + 12.0
+                } else {
+                    x
+                }
+            })
+            .collect();
+        for (top_k, top_p, min_p, temperature) in [
+            (40, 0.95, 0.05, 0.8),
+            (0, 0.95, 0.05, 0.8),
+            (0, 0.9, 0.0, 1.0),
+            (0, 1.0, 0.05, 1.5),
+            (0, 0.999, 0.0, 2.0),
+            (0, 1.0, 0.0, 1.0),
+            (100, 1.0, 0.0, 1.0),
+        ] {
+            let params = SamplingParams {
+                temperature,
+                top_k,
+                top_p,
+                min_p,
+                seed: 11,
+                ..Default::default()
+            };
+            let mut s = Sampler::new(params.clone());
+            let mut rng = StdRng::seed_from_u64(params.seed);
+            for _ in 0..50 {
+                let want = sample_full_sort(&params, &mut rng, &logits);
+                assert_eq!(s.sample(&mut logits.clone(), &[]), want, "{params:?}");
+            }
+        }
     }
 }
