@@ -79,13 +79,19 @@ llm = Llama(model_path=model, n_ctx=ctx, n_threads=threads, n_threads_batch=thre
             use_mmap=True, use_mlock=False, seed=0, verbose=False)
 t1 = time.time()
 toks = llm.tokenize(prompt.encode(), add_bos=True)
-stamps, ids = [], []
+def read_bytes():
+    with open("/proc/self/io") as f:
+        return int(next(l for l in f if l.startswith("read_bytes:")).split()[1])
+stamps, ids, warm = [], [], None
 for t in llm.generate(toks, temp=0.0, top_k=1, reset=True):
     stamps.append(time.time()); ids.append(int(t))
+    if warm is None:
+        warm = read_bytes()
     if len(ids) >= n:
         break
 gen = (n - 1) / (stamps[-1] - stamps[0]) if n > 1 else 0.0
-print(json.dumps({"load_s": t1 - t0, "first_token_s": stamps[0] - t1, "gen_tps": gen, "ids": ids}))
+warm_mb = (read_bytes() - warm) / 1e6 / (n - 1) if n > 1 else 0.0
+print(json.dumps({"load_s": t1 - t0, "first_token_s": stamps[0] - t1, "gen_tps": gen, "warm_mb_per_token": warm_mb, "ids": ids}))
 EOF
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
@@ -138,8 +144,8 @@ read_bytes() { awk '/^read_bytes/ {print $2}' "$WORK/$1.io" 2>/dev/null || echo 
 
 printf '# model %s: %s MB; disk O_DIRECT 4 MB sequential read %s MB/s; threads %s, -n %s, ctx %s; load %s\n' \
   "$MODEL" "$(mb "$model_bytes")" "$(mb "$disk_bw")" "$THREADS" "$N" "$CTX" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-9s %-7s %9s %8s %10s %10s %11s %9s %6s %6s %5s\n' \
-  engine cap cap_MB tok/s read_MB/tok strm_MB/tok bound_tok/s peak_MB killed rc same
+printf '%-9s %-7s %9s %8s %10s %10s %10s %11s %9s %6s %6s %5s\n' \
+  engine cap cap_MB tok/s read_MB/tok warm_MB/tok strm_MB/tok bound_tok/s peak_MB killed rc same
 ref_ids=""
 declare -A TPS
 for engine in $ENGINES; do
@@ -161,11 +167,13 @@ for engine in $ENGINES; do
       ids=$(sed -n 's/^ids: //p' "$WORK/$name.out")
       strm=$(sed -n 's/^streaming: .*(\([0-9.]*\) MB per pass over.*/\1/p' "$WORK/$name.err")
       per_pass=$(sed -n 's/^streaming: .*resident, \([0-9.]*\) MB streamed per pass.*/\1/p' "$WORK/$name.err")
+      warm=$(sed -n 's/^after warm-up: .*(\([0-9.]*\) MB per token).*/\1/p' "$WORK/$name.err")
     else
       run_capped "$name" "$limit" "$WORK/$name.out" "$LLAMA_PYTHON" "$WORK/llama_run.py" \
         "$MODEL" "$PROMPT" "$N" "$THREADS" "$CTX"
       tps=$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["gen_tps"])' "$WORK/$name.out" 2>/dev/null || true)
       ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["ids"])))' "$WORK/$name.out" 2>/dev/null || true)
+      warm=$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["warm_mb_per_token"])' "$WORK/$name.out" 2>/dev/null || true)
       strm=""; per_pass=""
     fi
     rc=$(cat "$WORK/$name.rc"); peak=$(cat "$WORK/$name.peak"); oom=$(cat "$WORK/$name.oom")
@@ -179,9 +187,9 @@ for engine in $ENGINES; do
     bound=-
     [ -n "$per_pass" ] && bound=$(awk -v bw="$disk_bw" -v s="$per_pass" 'BEGIN { if (s > 0) printf "%.2f", bw / (s * 1e6); else print "mem" }')
     TPS[$name]=${tps:-}
-    printf '%-9s %-7s %9s %8s %10s %10s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
+    printf '%-9s %-7s %9s %8s %10s %10s %10s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
       "$([ "$limit" = none ] && echo - || mb "$limit")" "${tps:--}" \
-      "$(awk -v b="${rb:-0}" -v n="$N" 'BEGIN { printf "%.1f", b / n / 1e6 }')" "${strm:--}" \
+      "$(awk -v b="${rb:-0}" -v n="$N" 'BEGIN { printf "%.1f", b / n / 1e6 }')" "${warm:--}" "${strm:--}" \
       "$bound" "$(mb "$peak")" "$killed" "$rc" "$same"
   done
 done
@@ -194,5 +202,6 @@ if [[ " $ENGINES " == *" outcore "* ]] && [[ " $ENGINES " == *" llama.cpp "* ]];
   echo
 fi
 echo "# read_MB/tok: /proc io read_bytes of the whole run (load + prompt + $N tokens) / $N;"
+echo "# warm_MB/tok: bytes read from the first generated token to the last / (N - 1): the steady-state cost;"
 echo "# strm_MB/tok: outcore's streamer bytes per forward pass; bound: disk_bw / streamed bytes per pass."
 echo "# logs: $WORK/<engine>-<cap>.{out,err,io}"

@@ -105,7 +105,13 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
     }
     let mut write_err = None;
+    // Counters when the first token is out (the prompt has warmed every weight up): what is
+    // read after this point is what each further token costs.
+    let mut warm: Option<ProcessStats> = None;
     let gen = generate(&model, &mut state, &ids, &params, |ev| {
+        if args.stats && warm.is_none() {
+            warm = ProcessStats::now().ok();
+        }
         if let Err(e) = out.write_all(ev.text.as_bytes()).and_then(|_| out.flush()) {
             write_err = Some(e);
             return false;
@@ -125,6 +131,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     drop(out);
     if args.stats {
         print_stats(&model, &gen, before.as_ref());
+        print_warm_reads(&gen, warm.as_ref());
     }
     Ok(())
 }
@@ -149,6 +156,27 @@ pub fn render_chat(model: &Model, system: Option<&str>, user: &str) -> Result<St
     }
     msgs.push(ChatMessage::new("user", user));
     Ok(model.render_chat(&msgs, true)?)
+}
+
+/// Bytes read and major faults after the first token: per further token, the disk traffic of
+/// steady-state generation (zero when the model is held in memory).
+fn print_warm_reads(gen: &Generation, warm: Option<&ProcessStats>) {
+    let (Some(w), Ok(now)) = (warm, ProcessStats::now()) else {
+        return;
+    };
+    let tokens = gen.stats.generated_tokens.saturating_sub(1);
+    if tokens == 0 {
+        return;
+    }
+    let d = now.delta(w);
+    if let Some(rb) = d.read_bytes {
+        eprintln!(
+            "after warm-up:      {:.1} MB read over {tokens} tokens ({:.1} MB per token), {} major faults",
+            rb as f64 / 1e6,
+            rb as f64 / 1e6 / tokens as f64,
+            d.majflt
+        );
+    }
 }
 
 pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats>) {
