@@ -53,6 +53,7 @@ pub struct Sampler {
     pub params: SamplingParams,
     rng: StdRng,
     cand: Vec<(u32, f32)>,
+    weights: Vec<f64>,
 }
 
 /// Index of the largest value, lowest index on ties (llama.cpp's greedy).
@@ -73,6 +74,7 @@ impl Sampler {
             params,
             rng,
             cand: Vec::new(),
+            weights: Vec::new(),
         }
     }
 
@@ -119,6 +121,12 @@ impl Sampler {
         } else {
             head_without_top_k(cand, p.top_p, p.min_p)
         };
+        let truncates = head < n || p.top_p < 1.0 || p.min_p > 0.0;
+        if !truncates {
+            // Nothing is cut (the OpenAI defaults): draw from the whole distribution in index
+            // order, no sort; still one uniform draw per token from the seeded stream.
+            return self.draw(None);
+        }
         if head < n {
             cand.select_nth_unstable_by(head - 1, by_logit);
             cand.truncate(head);
@@ -153,12 +161,18 @@ impl Sampler {
             let keep = pr.iter().take_while(|&&q| q >= thr).count();
             cand.truncate(keep.max(1));
         }
-        let t = p.temperature;
         let max = cand[0].1;
-        let w: Vec<f64> = cand
-            .iter()
-            .map(|x| (((x.1 - max) / t) as f64).exp())
-            .collect();
+        self.draw(Some(max))
+    }
+
+    /// Draws from the candidates at the temperature (`max`: their largest logit, when known).
+    fn draw(&mut self, max: Option<f32>) -> u32 {
+        let cand = &self.cand;
+        let t = self.params.temperature;
+        let max = max.unwrap_or_else(|| cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max));
+        let w = &mut self.weights;
+        w.clear();
+        w.extend(cand.iter().map(|x| f64::from(((x.1 - max) / t).exp())));
         let total: f64 = w.iter().sum();
         let mut r = self.rng.gen::<f64>() * total;
         for (i, wi) in w.iter().enumerate() {
@@ -297,7 +311,7 @@ mod tests {
         }
         let w: Vec<f64> = cand
             .iter()
-            .map(|x| (((x.1 - cand[0].1) / p.temperature) as f64).exp())
+            .map(|x| f64::from(((x.1 - cand[0].1) / p.temperature).exp()))
             .collect();
         let mut r = rng.gen::<f64>() * w.iter().sum::<f64>();
         for (i, wi) in w.iter().enumerate() {
@@ -329,7 +343,6 @@ mod tests {
             (0, 0.9, 0.0, 1.0),
             (0, 1.0, 0.05, 1.5),
             (0, 0.999, 0.0, 2.0),
-            (0, 1.0, 0.0, 1.0),
             (100, 1.0, 0.0, 1.0),
         ] {
             let params = SamplingParams {
@@ -346,6 +359,29 @@ mod tests {
                 let want = sample_full_sort(&params, &mut rng, &logits);
                 assert_eq!(s.sample(&mut logits.clone(), &[]), want, "{params:?}");
             }
+        }
+    }
+    #[test]
+    fn uncut_distribution_is_drawn_by_probability() {
+        // No top-k/top-p/min-p (the OpenAI defaults): drawn in index order without sorting.
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            seed: 3,
+            ..Default::default()
+        };
+        let logits = [0.0f32, 2f32.ln(), 3f32.ln(), f32::NEG_INFINITY];
+        let mut s = Sampler::new(params);
+        let mut count = [0usize; 4];
+        let n = 60_000;
+        for _ in 0..n {
+            count[s.sample(&mut logits.clone(), &[]) as usize] += 1;
+        }
+        for (i, want) in [1.0 / 6.0, 2.0 / 6.0, 3.0 / 6.0, 0.0].iter().enumerate() {
+            let got = count[i] as f64 / n as f64;
+            assert!((got - want).abs() < 0.01, "token {i}: {got} vs {want}");
         }
     }
 }
