@@ -89,23 +89,47 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     t
 }
 
-/// A . B (A: m x k, B: k x n), blocked over k so a block of B rows stays in cache.
+/// Rows of C per parallel task in [`mul`] / [`mul_bt`]: small enough that a thin left factor
+/// (the range finder's l ~ 70 rows) still splits over every core, large enough that each pass
+/// over the big right factor is shared by many rows (that pass, not arithmetic, is the cost:
+/// the right factor is a whole weight matrix, 100+ MB in f64).
+fn row_block(m: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    m.div_ceil(2 * threads).clamp(1, 32)
+}
+
+/// A . B (A: m x k, B: k x n). Tiled: a task owns a block of C's rows and walks B in tiles of
+/// KB rows x NB columns, each tile used by every row of the block while it is in cache.
 pub fn mul(a: &Mat, b: &Mat) -> Mat {
     assert_eq!(a.cols, b.rows, "mul: inner dimensions");
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let mut c = Mat::zeros(m, n);
-    const KB: usize = 64;
+    if m == 0 || n == 0 {
+        return c;
+    }
+    const KB: usize = 128;
+    const NB: usize = 512;
+    let mb = row_block(m);
     c.data
-        .par_chunks_mut(n.max(1))
+        .par_chunks_mut(mb * n)
         .enumerate()
-        .for_each(|(i, out)| {
-            let ar = &a.data[i * k..(i + 1) * k];
-            for k0 in (0..k).step_by(KB) {
-                let k1 = (k0 + KB).min(k);
-                for (kk, &s) in ar.iter().enumerate().take(k1).skip(k0) {
-                    if s != 0.0 {
-                        for (o, &bv) in out.iter_mut().zip(&b.data[kk * n..(kk + 1) * n]) {
-                            *o += s * bv;
+        .for_each(|(blk, cblk)| {
+            let i0 = blk * mb;
+            let rows = cblk.len() / n;
+            for j0 in (0..n).step_by(NB) {
+                let j1 = (j0 + NB).min(n);
+                for k0 in (0..k).step_by(KB) {
+                    let k1 = (k0 + KB).min(k);
+                    for r in 0..rows {
+                        let ar = &a.data[(i0 + r) * k..(i0 + r + 1) * k];
+                        let out = &mut cblk[r * n + j0..r * n + j1];
+                        for (kk, &s) in ar.iter().enumerate().take(k1).skip(k0) {
+                            if s != 0.0 {
+                                let brow = &b.data[kk * n + j0..kk * n + j1];
+                                for (o, &bv) in out.iter_mut().zip(brow) {
+                                    *o += s * bv;
+                                }
+                            }
                         }
                     }
                 }
@@ -114,18 +138,31 @@ pub fn mul(a: &Mat, b: &Mat) -> Mat {
     c
 }
 
-/// A . B^T (A: m x k, B: n x k): dot products of rows.
+/// A . B^T (A: m x k, B: n x k): dot products of rows. A task owns a block of A's rows and
+/// walks B's rows in groups, so each B row is read from memory once per block, not per row.
 pub fn mul_bt(a: &Mat, b: &Mat) -> Mat {
     assert_eq!(a.cols, b.cols, "mul_bt: inner dimensions");
     let (m, n) = (a.rows, b.rows);
     let mut c = Mat::zeros(m, n);
+    if m == 0 || n == 0 {
+        return c;
+    }
+    const JB: usize = 8;
+    let mb = row_block(m);
     c.data
-        .par_chunks_mut(n.max(1))
+        .par_chunks_mut(mb * n)
         .enumerate()
-        .for_each(|(i, out)| {
-            let ar = a.row(i);
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = dot(ar, b.row(j));
+        .for_each(|(blk, cblk)| {
+            let i0 = blk * mb;
+            let rows = cblk.len() / n;
+            for j0 in (0..n).step_by(JB) {
+                let j1 = (j0 + JB).min(n);
+                for r in 0..rows {
+                    let ar = a.row(i0 + r);
+                    for j in j0..j1 {
+                        cblk[r * n + j] = dot(ar, b.row(j));
+                    }
+                }
             }
         });
     c
