@@ -104,6 +104,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         chat_template: None,
         max_ram: None,
         tokenizer: None,
+        numerics: "llamacpp".into(),
     };
     let model = margs.open()?;
     let n_ctx = margs.n_ctx(&model)?;

@@ -44,6 +44,10 @@ pub struct ModelArgs {
     /// Tokenizer for a llama2.c checkpoint: its tokenizer.bin, or a GGUF / HF directory (default: tokenizer.bin beside the model).
     #[arg(long = "tokenizer")]
     pub tokenizer: Option<PathBuf>,
+    /// Arithmetic of the forward pass: llamacpp (default) or runq (llama2.c runq.c's, bit for
+    /// bit; llama2.c checkpoints only, F32 KV cache).
+    #[arg(long = "numerics", default_value = "llamacpp")]
+    pub numerics: String,
 }
 
 impl ModelArgs {
@@ -87,6 +91,10 @@ impl ModelArgs {
             cache_type,
             chat_template: self.chat_template.clone(),
             tokenizer: self.tokenizer.clone(),
+            numerics: self
+                .numerics
+                .parse()
+                .map_err(|e: String| anyhow::anyhow!("--numerics: {e}"))?,
             ..Default::default()
         };
         match self.ctx_size {

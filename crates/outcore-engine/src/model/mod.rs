@@ -3,6 +3,9 @@
 
 pub mod llama;
 pub mod llama2c;
+pub mod runq;
+
+pub use runq::Numerics;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -101,6 +104,9 @@ pub struct LoadOptions {
     /// Tokenizer for a checkpoint that has none inside (llama2.c): a tokenizer.bin, a GGUF file or
     /// an HF directory (default: tokenizer.bin beside the checkpoint).
     pub tokenizer: Option<PathBuf>,
+    /// The forward pass's arithmetic: llama.cpp's (default) or runq.c's (llama2.c checkpoints;
+    /// an F32 KV cache, no streaming).
+    pub numerics: Numerics,
 }
 
 impl Default for LoadOptions {
@@ -116,6 +122,7 @@ impl Default for LoadOptions {
             cache_type: CacheType::F16,
             chat_template: None,
             tokenizer: None,
+            numerics: Numerics::default(),
         }
     }
 }
@@ -131,6 +138,8 @@ pub struct Model {
     cache_type: CacheType,
     residency: Option<Residency>,
     plan: Plan,
+    /// Set with `--numerics runq`: the forward pass runs runq.c's arithmetic on this instead.
+    runq: Option<runq::RunqModel>,
     pub load_time: Duration,
 }
 
@@ -262,6 +271,18 @@ impl Model {
             None => template,
         };
         let weights = weights::bind(&source, scheme, &config)?;
+        let (runq, opts) = match opts.numerics {
+            Numerics::Llamacpp => (None, opts.clone()),
+            Numerics::Runq => (
+                Some(runq::RunqModel::open(path, opts.load)?),
+                LoadOptions {
+                    streaming: Streaming::Off,
+                    cache_type: CacheType::F32,
+                    ..opts.clone()
+                },
+            ),
+        };
+        let opts = &opts;
         let (plan, residency) = plan_residency(&source, &config, &weights, opts)?;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.n_threads.max(1))
@@ -281,6 +302,7 @@ impl Model {
             cache_type: opts.cache_type,
             residency,
             plan,
+            runq,
             load_time: t0.elapsed(),
         })
     }
@@ -353,6 +375,17 @@ impl Model {
         scratch: &mut Scratch,
         obs: Option<&dyn llama::Observer>,
     ) -> Result<Vec<Vec<f32>>> {
+        if let Some(rq) = &self.runq {
+            if obs.is_some() {
+                return Err(EngineError::Unsupported {
+                    what: "observing layer inputs with --numerics runq".into(),
+                });
+            }
+            return self.pool.install(|| {
+                let _spin = Spinners::start(rayon::current_num_threads().saturating_sub(1));
+                rq.forward(seqs)
+            });
+        }
         let maps = self.source.mappings();
         let residency = self.residency.as_ref().filter(|r| r.is_streaming());
         let _one_pass = residency.map(|r| r.gate.lock().unwrap_or_else(|e| e.into_inner()));
