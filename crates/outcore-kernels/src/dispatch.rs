@@ -88,6 +88,8 @@ pub struct KernelTable {
     /// single-token products.
     pub q8_0_q8_0_r4: Option<VecDotR4Fn<BlockQ8_0, BlockQ8_0>>,
     pub q4_1_q8_1_r4: Option<VecDotR4Fn<BlockQ4_1, BlockQ8_1>>,
+    pub q4_k_q8_k_r4: Option<VecDotR4Fn<BlockQ4K, BlockQ8K>>,
+    pub q6_k_q8_k_r4: Option<VecDotR4Fn<BlockQ6K, BlockQ8K>>,
     /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
     pub attn_scores: AttnScoresFn,
     pub attn_values: AttnValuesFn,
@@ -134,6 +136,8 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q5_1_q8_1_x4: None,
     q8_0_q8_0_r4: None,
     q4_1_q8_1_r4: None,
+    q4_k_q8_k_r4: None,
+    q6_k_q8_k_r4: None,
     attn_scores: ops::attn_scores_scalar,
     attn_values: ops::attn_values_scalar,
     softmax: ops::softmax_scalar,

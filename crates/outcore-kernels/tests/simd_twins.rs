@@ -287,6 +287,92 @@ fn float_ops_simd_equal_scalar_bit_for_bit() {
     }
 }
 
+/// Four k-quant rows of `ty` (quantized random data, or raw random bytes with finite scales when
+/// `raw`) with `nb` blocks each.
+fn k_rows<B: bytemuck::Pod>(rng: &mut Rng, ty: GgmlType, nb: usize, raw: bool) -> Vec<Vec<B>> {
+    let n = nb * 256;
+    (0..4)
+        .map(|_| {
+            let mut b = vec![0u8; row_bytes(ty, n).unwrap()];
+            quantize_row(ty, &rng.row(n), &mut b).unwrap();
+            if raw {
+                for v in b.iter_mut() {
+                    *v = (rng.u32() & 0xFF) as u8;
+                }
+                sanitize_scales(ty, &mut b);
+            }
+            bytemuck::pod_collect_to_vec(&b)
+        })
+        .collect()
+}
+
+/// The Q4_K and Q6_K four-row kernels equal four single-row calls of their level and the scalar
+/// twin, on quantized data and on raw random bytes.
+#[test]
+fn k_quant_r4_kernels_equal_single_rows_bit_for_bit() {
+    use outcore_kernels::quant::{BlockQ4K, BlockQ6K, BlockQ8K};
+    let mut rng = Rng(0x5DEECE66D);
+    let s = scalar();
+    let mut checked = 0;
+    for k in simd_levels() {
+        for nb in [1usize, 2, 3, 8, 11] {
+            for raw in [false, true] {
+                let n = nb * 256;
+                let mut a = vec![0u8; row_bytes(GgmlType::Q8_K, n).unwrap()];
+                quantize_activation_with(s, GgmlType::Q8_K, &rng.row(n), &mut a).unwrap();
+                let a: Vec<BlockQ8K> = bytemuck::pod_collect_to_vec(&a);
+                let rows = k_rows::<BlockQ4K>(&mut rng, GgmlType::Q4_K, nb, raw);
+                if let Some(r4) = k.q4_k_q8_k_r4 {
+                    let got = r4([&rows[0], &rows[1], &rows[2], &rows[3]], &a);
+                    for r in 0..4 {
+                        let want = (s.q4_k_q8_k)(&rows[r], &a);
+                        let one = (k.q4_k_q8_k)(&rows[r], &a);
+                        let ctx = format!("{:?} q4_k r4 nb={nb} raw={raw} row {r}", k.level);
+                        assert_eq!(
+                            one.to_bits(),
+                            want.to_bits(),
+                            "{ctx}: single {one} vs {want}"
+                        );
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want.to_bits(),
+                            "{ctx}: {} vs {want}",
+                            got[r]
+                        );
+                    }
+                    checked += 1;
+                }
+                let rows = k_rows::<BlockQ6K>(&mut rng, GgmlType::Q6_K, nb, raw);
+                if let Some(r4) = k.q6_k_q8_k_r4 {
+                    let got = r4([&rows[0], &rows[1], &rows[2], &rows[3]], &a);
+                    for r in 0..4 {
+                        let want = (s.q6_k_q8_k)(&rows[r], &a);
+                        let one = (k.q6_k_q8_k)(&rows[r], &a);
+                        let ctx = format!("{:?} q6_k r4 nb={nb} raw={raw} row {r}", k.level);
+                        assert_eq!(
+                            one.to_bits(),
+                            want.to_bits(),
+                            "{ctx}: single {one} vs {want}"
+                        );
+                        assert_eq!(
+                            got[r].to_bits(),
+                            want.to_bits(),
+                            "{ctx}: {} vs {want}",
+                            got[r]
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    if simd_levels().is_empty() {
+        eprintln!("no SIMD level on this machine: k-quant r4 kernels not checked");
+    } else {
+        assert!(checked > 0, "no k-quant r4 kernel at any SIMD level");
+    }
+}
+
 /// Four-weight-row kernels (single-token products) equal four single calls of the same level,
 /// which equal the scalar twin.
 #[test]

@@ -212,4 +212,8 @@ impl GgmlBlock for BlockQ4K {
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8K> {
         k.q4_k_q8_k
     }
+
+    fn vec_dot_r4_fn(k: &KernelTable) -> Option<super::VecDotR4Fn<Self, BlockQ8K>> {
+        k.q4_k_q8_k_r4
+    }
 }

@@ -1,7 +1,9 @@
 //! AVX-512 kernels (F, BW, VL, VNNI): the 32-element-block dot products use `vpdpbusd`
 //! (u8 x i8 -> i32, four products per lane, no i16 intermediate) in place of AVX2's
-//! `maddubs` + `madd`; the other types use the AVX2 kernels. Results are bit-identical to the
-//! scalar twins, like every level (integer sums are exact, float steps keep the scalar order).
+//! `maddubs` + `madd`; with VBMI, Q4_K/Q5_K/Q6_K have their own kernels (`kquant` for Q4_K and
+//! Q6_K, zmm-wide, one and four rows at a time); the other types use the AVX2 kernels. Results
+//! are bit-identical to the scalar twins, like every level (integer sums are exact, float steps
+//! keep the scalar order).
 //!
 //! Soundness: as in `avx2.rs`, the `unsafe fn`s need the features in their `#[target_feature]`
 //! and the safe wrappers are only reachable through [`table`], handed out after [`is_available`].
@@ -11,8 +13,7 @@ use std::arch::x86_64::*;
 use super::avx2::{block32_kernels, k45_kernels, safe_wrappers_x4, AVX2_TABLE};
 use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::{
-    BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1,
-    QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
 };
 
 /// Whether this CPU has every feature these kernels use.
@@ -69,22 +70,46 @@ fn sub32_vbmi(acc: __m256i, w: __m256i, a: __m256i, scale: i32) -> __m256i {
 mod vbmi {
     use std::arch::x86_64::*;
 
-    use super::{k45_kernels, sub32_vbmi, BlockQ4K, BlockQ5K, BlockQ8K, QK_K};
+    use super::{k45_kernels, sub32_vbmi, BlockQ5K, BlockQ8K, QK_K};
 
     k45_kernels!(
-        "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi",
+        q5: "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi",
         sub32_vbmi
     );
+
+    pub(super) fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+        // SAFETY: only reachable through TABLE_VBMI, which `table()` returns only after
+        // `is_available()` and a VBMI check.
+        unsafe { vec_dot_q5_k_q8_k_impl(x, y) }
+    }
+}
+
+mod kquant;
+
+/// The VBMI Q4_K/Q6_K kernels of [`kquant`]; like [`vbmi`], only reachable through `TABLE_VBMI`.
+mod kquant_entry {
+    use super::kquant::{q4_k_rows, q6_k_rows};
+    use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8K};
 
     pub(super) fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
         // SAFETY: only reachable through TABLE_VBMI, which `table()` returns only after
         // `is_available()` and a VBMI check.
-        unsafe { vec_dot_q4_k_q8_k_impl(x, y) }
+        unsafe { q4_k_rows::<1>([x], y)[0] }
     }
 
-    pub(super) fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
+    pub(super) fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
         // SAFETY: as above.
-        unsafe { vec_dot_q5_k_q8_k_impl(x, y) }
+        unsafe { q6_k_rows::<1>([x], y)[0] }
+    }
+
+    pub(super) fn vec_dot_q4_k_q8_k_r4(xs: [&[BlockQ4K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { q4_k_rows::<4>(xs, y) }
+    }
+
+    pub(super) fn vec_dot_q6_k_q8_k_r4(xs: [&[BlockQ6K]; 4], y: &[BlockQ8K]) -> [f32; 4] {
+        // SAFETY: as above.
+        unsafe { q6_k_rows::<4>(xs, y) }
     }
 }
 
@@ -128,10 +153,14 @@ fn vec_dot_q4_1_q8_1_r4(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
 
 static TABLE: KernelTable = TABLE_FIELDS;
 
-/// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later).
+/// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later): Q5_K here, Q4_K and
+/// Q6_K (single- and four-row) in `kquant`.
 static TABLE_VBMI: KernelTable = KernelTable {
-    q4_k_q8_k: vbmi::vec_dot_q4_k_q8_k,
+    q4_k_q8_k: kquant_entry::vec_dot_q4_k_q8_k,
     q5_k_q8_k: vbmi::vec_dot_q5_k_q8_k,
+    q6_k_q8_k: kquant_entry::vec_dot_q6_k_q8_k,
+    q4_k_q8_k_r4: Some(kquant_entry::vec_dot_q4_k_q8_k_r4),
+    q6_k_q8_k_r4: Some(kquant_entry::vec_dot_q6_k_q8_k_r4),
     ..TABLE_FIELDS
 };
 
