@@ -96,12 +96,17 @@ EOF
 
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
-# Sequential-read bound: O_DIRECT 4 MB reads of the whole model, cold.
-drop_caches
-t0=$(date +%s.%N)
-dd if="$MODEL" of=/dev/null bs=4M iflag=direct status=none
-t1=$(date +%s.%N)
-disk_bw=$(awk -v b="$model_bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.0f", b / (z - a) }')
+# Sequential-read bound: O_DIRECT 4 MB reads of the whole model, cold. The disk's speed drifts
+# over minutes, so it is probed again before every outcore run and that run's bound uses it.
+probe_disk() {
+  drop_caches
+  local t0 t1
+  t0=$(date +%s.%N)
+  dd if="$MODEL" of=/dev/null bs=4M iflag=direct status=none
+  t1=$(date +%s.%N)
+  awk -v b="$model_bytes" -v a="$t0" -v z="$t1" 'BEGIN { printf "%.0f", b / (z - a) }'
+}
+disk_bw=$(probe_disk)
 
 # min: the least cap outcore's planner accepts (KV + scratch + margin + hot non-layer tensors +
 # one layer); imin: the issue's floor, KV + scratch + one layer + 64 MB (the output matrix then
@@ -144,8 +149,8 @@ read_bytes() { awk '/^read_bytes/ {print $2}' "$WORK/$1.io" 2>/dev/null || echo 
 
 printf '# model %s: %s MB; disk O_DIRECT 4 MB sequential read %s MB/s; threads %s, -n %s, ctx %s; load %s\n' \
   "$MODEL" "$(mb "$model_bytes")" "$(mb "$disk_bw")" "$THREADS" "$N" "$CTX" "$(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-9s %-7s %9s %8s %10s %10s %10s %11s %9s %6s %6s %5s\n' \
-  engine cap cap_MB tok/s read_MB/tok warm_MB/tok strm_MB/tok bound_tok/s peak_MB killed rc same
+printf '%-9s %-7s %9s %8s %10s %10s %10s %9s %11s %9s %6s %6s %5s\n' \
+  engine cap cap_MB tok/s read_MB/tok warm_MB/tok strm_MB/tok disk_MB/s bound_tok/s peak_MB killed rc same
 ref_ids=""
 declare -A TPS
 for engine in $ENGINES; do
@@ -160,10 +165,13 @@ for engine in $ENGINES; do
     esac
     name=${engine//./}-$cap
     if [ "$engine" = outcore ]; then
+      disk_bw=$(probe_disk)
       run_capped "$name" "$limit" "$WORK/$name.out" "$OUTCORE" run -m "$MODEL" -p "$PROMPT" \
         -n "$N" --temp 0 --ignore-eos -t "$THREADS" -c "$CTX" --load "$OUTCORE_LOAD" \
         --stats --print-ids --no-echo
-      tps=$(sed -n 's/^generation: .*(\([0-9.]*\) tok\/s).*/\1/p' "$WORK/$name.err")
+      # Decode steps (tokens after the first, which the prompt pass yields) per second, 3 digits.
+      tps=$(sed -n 's/^generation: *\([0-9]*\) tokens in \([0-9.]*\) ms.*/\1 \2/p' "$WORK/$name.err" |
+        awk '{ if ($2 > 0) printf "%.3f", ($1 - 1) / ($2 / 1000) }')
       ids=$(sed -n 's/^ids: //p' "$WORK/$name.out")
       strm=$(sed -n 's/^streaming: .*(\([0-9.]*\) MB per pass over.*/\1/p' "$WORK/$name.err")
       per_pass=$(sed -n 's/^streaming: .*resident, \([0-9.]*\) MB streamed per pass.*/\1/p' "$WORK/$name.err")
@@ -171,7 +179,7 @@ for engine in $ENGINES; do
     else
       run_capped "$name" "$limit" "$WORK/$name.out" "$LLAMA_PYTHON" "$WORK/llama_run.py" \
         "$MODEL" "$PROMPT" "$N" "$THREADS" "$CTX"
-      tps=$(python3 -c 'import json,sys; print("%.2f" % json.load(open(sys.argv[1]))["gen_tps"])' "$WORK/$name.out" 2>/dev/null || true)
+      tps=$(python3 -c 'import json,sys; print("%.3f" % json.load(open(sys.argv[1]))["gen_tps"])' "$WORK/$name.out" 2>/dev/null || true)
       ids=$(python3 -c 'import json,sys; print(",".join(map(str, json.load(open(sys.argv[1]))["ids"])))' "$WORK/$name.out" 2>/dev/null || true)
       warm=$(python3 -c 'import json,sys; print("%.1f" % json.load(open(sys.argv[1]))["warm_mb_per_token"])' "$WORK/$name.out" 2>/dev/null || true)
       strm=""; per_pass=""
@@ -185,11 +193,12 @@ for engine in $ENGINES; do
     same=-
     [ -n "$ids" ] && [ -n "$ref" ] && { [ "$ids" = "$ref" ] && same=yes || same=no; }
     bound=-
-    [ -n "$per_pass" ] && bound=$(awk -v bw="$disk_bw" -v s="$per_pass" 'BEGIN { if (s > 0) printf "%.2f", bw / (s * 1e6); else print "mem" }')
+    [ -n "$per_pass" ] && bound=$(awk -v bw="$disk_bw" -v s="$per_pass" 'BEGIN { if (s > 0) printf "%.3f", bw / (s * 1e6); else print "mem" }')
     TPS[$name]=${tps:-}
-    printf '%-9s %-7s %9s %8s %10s %10s %10s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
+    printf '%-9s %-7s %9s %8s %10s %10s %10s %9s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
       "$([ "$limit" = none ] && echo - || mb "$limit")" "${tps:--}" \
       "$(awk -v b="${rb:-0}" -v n="$N" 'BEGIN { printf "%.1f", b / n / 1e6 }')" "${warm:--}" "${strm:--}" \
+      "$([ "$engine" = outcore ] && mb "$disk_bw" || echo -)" \
       "$bound" "$(mb "$peak")" "$killed" "$rc" "$same"
   done
 done
@@ -203,5 +212,6 @@ if [[ " $ENGINES " == *" outcore "* ]] && [[ " $ENGINES " == *" llama.cpp "* ]];
 fi
 echo "# read_MB/tok: /proc io read_bytes of the whole run (load + prompt + $N tokens) / $N;"
 echo "# warm_MB/tok: bytes read from the first generated token to the last / (N - 1): the steady-state cost;"
-echo "# strm_MB/tok: outcore's streamer bytes per forward pass; bound: disk_bw / streamed bytes per pass."
+echo "# strm_MB/tok: outcore's streamer bytes per forward pass; bound: disk_MB/s / streamed bytes per pass, the disk"
+echo "# probed (O_DIRECT 4 MB dd, cold) just before that run."
 echo "# logs: $WORK/<engine>-<cap>.{out,err,io}"

@@ -1,8 +1,10 @@
 //! The residency manager: keep a budget of layers resident, stream the rest ahead of compute.
 //!
 //! Plain mmap thrashes once a model exceeds RAM: the page cache's LRU evicts exactly the layer
-//! needed next. Here the model is cut into *units* (each transformer layer, plus the output
-//! matrix) that are each read once per token. Resident units are used straight from the mapping
+//! needed next. Here the model is cut into *units* (each transformer layer's attention block and
+//! feed-forward block, plus the output matrix) that are each read once per token. Half-layer
+//! units keep the ring small (two buffers of the largest block, not of the largest layer), so
+//! under a tight cap the ring still has two buffers and reading overlaps compute. Resident units are used straight from the mapping
 //! (kept hot, optionally mlocked). Streamed units are read by a prefetch thread with `pread`
 //! (O_DIRECT where the filesystem allows, so they never enter the page cache and never push the
 //! resident set out) into a small ring of anonymous buffers, in the order the forward pass needs
@@ -29,7 +31,30 @@ pub struct Part {
     pub range: Range<usize>,
 }
 
-/// A unit of residency: a transformer layer or the output matrix.
+/// Units per transformer layer: its attention block, then its feed-forward block.
+pub const UNITS_PER_LAYER: usize = 2;
+
+/// The unit of layer `l`'s attention block.
+pub fn attention_unit(l: usize) -> usize {
+    l * UNITS_PER_LAYER
+}
+
+/// The unit of layer `l`'s feed-forward block.
+pub fn feed_forward_unit(l: usize) -> usize {
+    l * UNITS_PER_LAYER + 1
+}
+
+/// The unit of the output matrix in a model of `n_layers` layers (the last one).
+pub fn output_unit(n_layers: usize) -> usize {
+    n_layers * UNITS_PER_LAYER
+}
+
+/// The layer a unit belongs to (`None` for the output matrix).
+pub fn unit_layer(u: usize, n_layers: usize) -> Option<usize> {
+    (u < output_unit(n_layers)).then_some(u / UNITS_PER_LAYER)
+}
+
+/// A unit of residency: half a transformer layer or the output matrix.
 #[derive(Clone, Debug)]
 pub struct Unit {
     pub name: String,
@@ -42,7 +67,8 @@ impl Unit {
     }
 }
 
-/// Cuts the weights into units: layers 0..n_layer, then the output matrix at index n_layer.
+/// Cuts the weights into units: for each layer its attention then its feed-forward block
+/// ([`attention_unit`], [`feed_forward_unit`]), then the output matrix ([`output_unit`]).
 /// Tensors of a unit that lie next to each other in a shard are merged into one part.
 pub fn units(w: &Weights) -> Vec<Unit> {
     let mut out = Vec::new();
@@ -63,7 +89,11 @@ pub fn units(w: &Weights) -> Vec<Unit> {
         Unit { name, parts }
     };
     for (l, lw) in w.layers.iter().enumerate() {
-        out.push(mk(format!("layer {l}"), lw.all().collect()));
+        out.push(mk(format!("layer {l} attention"), lw.attention().collect()));
+        out.push(mk(
+            format!("layer {l} feed-forward"),
+            lw.feed_forward().collect(),
+        ));
     }
     out.push(mk("output".to_string(), vec![&w.output]));
     out

@@ -43,7 +43,7 @@ fn greedy(model: &Model, prompt: &[u32], n: usize) -> (Vec<u32>, Vec<Vec<f32>>) 
 }
 
 /// The `max_ram` that leaves room for KV cache, scratch, margin, the hot non-layer tensors, the
-/// first `resident` layers and `ring` streaming buffers of the largest layer.
+/// first `resident` layers and `ring` streaming buffers of the largest unit (half layer).
 fn max_ram_for(model: &Model, resident: usize, ring: u64) -> u64 {
     let s = model_sizes(
         model.source(),
@@ -52,13 +52,13 @@ fn max_ram_for(model: &Model, resident: usize, ring: u64) -> u64 {
         Default::default(),
         N_CTX,
     );
-    let max_layer = *s.layer_bytes.iter().max().unwrap();
+    assert!(s.max_unit_bytes > 0 && s.max_unit_bytes < *s.layer_bytes.iter().max().unwrap());
     s.kv_bytes_per_token * N_CTX as u64
         + s.scratch_bytes
         + SAFETY_MARGIN
         + s.hot_non_layer()
         + s.layer_bytes[..resident].iter().sum::<u64>()
-        + ring * max_layer
+        + ring * s.max_unit_bytes
 }
 
 fn streamed_layers(model: &Model) -> std::ops::Range<usize> {
@@ -98,7 +98,7 @@ fn check_same(path: &Path, prompt: &[u32], n: usize, resident: usize, ring: u64)
             Default::default(),
             N_CTX,
         );
-        *s.layer_bytes.iter().max().unwrap()
+        s.max_unit_bytes
     });
     let r = streamed.residency().expect("a residency manager");
     assert!(r.is_streaming());

@@ -81,6 +81,9 @@ pub struct ModelSizes {
     pub kv_bytes_per_token: u64,
     /// Activation and logit buffers, see [`scratch_estimate`].
     pub scratch_bytes: u64,
+    /// The largest piece streamed at once (a streaming buffer's size: the residency manager
+    /// streams half layers); 0 = whole layers.
+    pub max_unit_bytes: u64,
 }
 
 impl ModelSizes {
@@ -100,6 +103,7 @@ impl ModelSizes {
             other_bytes: 0,
             kv_bytes_per_token,
             scratch_bytes,
+            max_unit_bytes: 0,
         };
         for (name, bytes) in tensors {
             let name = name.as_ref();
@@ -250,7 +254,8 @@ pub struct Plan {
     pub streamed_bytes: u64,
     /// Memory kept for the streamed layer in flight (0 unless streaming).
     pub window_bytes: u64,
-    /// The least `limit` that can run at all: KV + scratch + margin + hot non-layer + largest layer.
+    /// The least `limit` that can run at all: KV + scratch + margin + hot non-layer + largest
+    /// streamed unit.
     pub min_required: u64,
     pub warnings: Vec<String>,
     /// Set when even `min_required` does not fit: loading will most likely fail or be killed.
@@ -272,7 +277,12 @@ pub fn plan(sizes: &ModelSizes, limits: &MemLimits, req: &PlanRequest) -> Plan {
     let hot = sizes.hot_bytes();
     let all = sizes.all_bytes();
     let hot_nl = sizes.hot_non_layer();
-    let max_layer = sizes.layer_bytes.iter().copied().max().unwrap_or(0);
+    let largest_layer = sizes.layer_bytes.iter().copied().max().unwrap_or(0);
+    // One streamed unit in flight: the largest layer, or the largest half when known.
+    let max_layer = match sizes.max_unit_bytes {
+        0 => largest_layer,
+        u => u.min(largest_layer),
+    };
     let min_required = overhead.saturating_add(hot_nl).saturating_add(max_layer);
     let n = sizes.n_layers();
 
@@ -409,7 +419,7 @@ pub fn plan(sizes: &ModelSizes, limits: &MemLimits, req: &PlanRequest) -> Plan {
     let error = (limit < min_required).then(|| {
         format!(
             "not enough memory: {} available ({}) but even streaming every layer needs {} \
-             (KV cache {} + scratch {} + margin {} + hot non-layer tensors {} + largest layer {})",
+             (KV cache {} + scratch {} + margin {} + hot non-layer tensors {} + largest streamed unit {})",
             b(limit),
             if limited_by_max_ram {
                 "--max-ram".to_string()
@@ -606,6 +616,7 @@ mod tests {
             other_bytes: 10 * MB,
             kv_bytes_per_token: 50_000,
             scratch_bytes: 10 * MB,
+            max_unit_bytes: 0,
         }
     }
 
@@ -930,6 +941,7 @@ mod tests {
                 other_bytes: next(MB),
                 kv_bytes_per_token: next(200_000),
                 scratch_bytes: next(100 * MB),
+                max_unit_bytes: next(2) * next(200 * MB),
             };
             let limits = MemLimits::unconstrained(next(12_000 * MB));
             let p = plan(&sizes, &limits, &PlanRequest::new(next(8192) as usize + 1));

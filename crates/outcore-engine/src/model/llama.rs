@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use crate::config::{ModelConfig, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvCache, KvRows};
-use crate::residency::Filled;
+use crate::residency::{self, Filled};
 use crate::weights::{WRef, Weights};
 
 /// Per-call activation buffers; reused across calls (sized for the largest batch seen).
@@ -45,8 +45,9 @@ pub struct SeqBatch<'a> {
     pub all_logits: bool,
 }
 
-/// Access to the bytes behind a `WRef`, unit by unit (a unit is a layer, or the output matrix at
-/// index n_layer). `begin_unit` may hand out a streamed copy of the unit's bytes (see `residency`).
+/// Access to the bytes behind a `WRef`, unit by unit (a layer's attention or feed-forward block,
+/// or the output matrix; numbered by `residency::{attention_unit, feed_forward_unit,
+/// output_unit}`). `begin_unit` may hand out a streamed copy of the unit's bytes.
 pub trait WeightBytes: Sync {
     /// The bytes of `w` in the mapping.
     fn bytes(&self, w: &WRef) -> &[u8];
@@ -328,7 +329,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         })
         .collect();
     for (l, lw) in w.layers.iter().enumerate() {
-        let ub = UnitBytes::begin(src, l);
+        let ub = UnitBytes::begin(src, residency::attention_unit(l));
         // Attention block.
         ub.vector(&lw.attn_norm, &mut norm_w)?;
         for i in 0..n {
@@ -398,7 +399,9 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
         for (x, y) in sc.x[..n * d].iter_mut().zip(&sc.proj[..n * d]) {
             *x += y;
         }
+        ub.end();
         // Feed-forward block (SwiGLU).
+        let ub = UnitBytes::begin(src, residency::feed_forward_unit(l));
         ub.vector(&lw.ffn_norm, &mut norm_w)?;
         for i in 0..n {
             rmsnorm(
@@ -425,7 +428,7 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
     }
 
     // Output: final norm on the rows whose logits are wanted, then the output matrix.
-    let ub = UnitBytes::begin(src, w.layers.len());
+    let ub = UnitBytes::begin(src, residency::output_unit(w.layers.len()));
     ub.vector(&w.output_norm, &mut norm_w)?;
     let mut wanted = Vec::new();
     let mut start = 0;

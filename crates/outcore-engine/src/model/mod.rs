@@ -596,7 +596,18 @@ pub fn model_sizes(
     n_ctx: usize,
 ) -> ModelSizes {
     let units = residency::units(w);
-    let layer_bytes: Vec<u64> = units[..w.layers.len()].iter().map(|u| u.bytes()).collect();
+    let n = w.layers.len();
+    let layer_bytes: Vec<u64> = (0..n)
+        .map(|l| {
+            units[residency::attention_unit(l)].bytes()
+                + units[residency::feed_forward_unit(l)].bytes()
+        })
+        .collect();
+    let max_unit_bytes = units[..residency::output_unit(n)]
+        .iter()
+        .map(|u| u.bytes())
+        .max()
+        .unwrap_or(0);
     let file_bytes: u64 = source.mappings().iter().map(|m| m.len() as u64).sum();
     ModelSizes {
         file_bytes,
@@ -606,6 +617,7 @@ pub fn model_sizes(
         other_bytes: w.output_norm.len as u64,
         kv_bytes_per_token: KvCache::bytes_for(cache_type, cfg.n_layer, 1, cfg.kv_dim()),
         scratch_bytes: scratch_bytes(cfg, n_ctx),
+        max_unit_bytes,
     }
 }
 
@@ -627,8 +639,8 @@ fn plan_request(opts: &LoadOptions) -> PlanRequest {
 const RING: usize = 2;
 
 /// Plans how to load a bound model under `limits` (see [`crate::memory::plan`]), counting the
-/// streamer's ring buffers (anonymous memory, one largest layer each) in the budget: when the
-/// planner kept room for one layer in flight, resident layers are given back, last first, until
+/// streamer's ring buffers (anonymous memory, one largest half layer each) in the budget: when the
+/// planner kept room for one unit in flight, resident layers are given back, last first, until
 /// a second ring buffer fits too; when not even that frees enough, the ring has one buffer.
 /// Returns the plan and the ring depth.
 pub fn plan_load(
@@ -713,7 +725,9 @@ fn plan_residency(
     let units = residency::units(w);
     // Layers in the resident range and the output matrix (a hot non-layer tensor) stay mapped.
     let resident: Vec<bool> = (0..units.len())
-        .map(|u| u >= w.layers.len() || resident_layers.contains(&u))
+        .map(|u| {
+            residency::unit_layer(u, w.layers.len()).is_none_or(|l| resident_layers.contains(&l))
+        })
         .collect();
     let rc = ResidencyConfig {
         resident,
