@@ -516,3 +516,58 @@ fn rotate(pair: &mut [f32], fcr: f32, fci: f32) {
     pair[0] = v0 * fcr - v1 * fci;
     pair[1] = v0 * fci + v1 * fcr;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn int8_conversion_is_x86_c() {
+        assert_eq!(c_int8(127.0), 127);
+        assert_eq!(c_int8(-127.0), -127);
+        assert_eq!(c_int8(f32::NAN), 0);
+        assert_eq!(c_int8(f32::INFINITY), 0);
+        assert_eq!(c_int8(f32::NEG_INFINITY), 0);
+        // Beyond int8 but inside int32: the low byte, as a C cast on x86-64 gives.
+        assert_eq!(c_int8(300.0), 44);
+    }
+
+    #[test]
+    fn quantize_rounds_half_away_from_zero_and_zero_groups_stay_zero() {
+        let mut q = QVec::new(8, 4);
+        // Group 0: max 127 -> scale 1, so x / scale is x: roundf(2.5) = 3, roundf(-2.5) = -3.
+        // Group 1: all zero -> scale 0, 0 / 0 = NaN -> 0.
+        q.quantize(&[127.0, 2.5, -2.5, 0.49, 0.0, 0.0, 0.0, 0.0], 4);
+        assert_eq!(q.s, [1.0, 0.0]);
+        assert_eq!(q.q, [127, 3, -3, 0, 0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn matmul_sums_groups_in_i32_then_scales() {
+        // One row of 4 values in 2 groups; weight scales 0.5 and 2.0 (f32 little-endian).
+        let mut bytes = vec![1u8, 2, 0xff, 3]; // int8 1, 2, -1, 3
+        bytes.extend_from_slice(&0.5f32.to_le_bytes());
+        bytes.extend_from_slice(&2.0f32.to_le_bytes());
+        let w = QMat {
+            q: 0..4,
+            s: 4..12,
+            rows: 1,
+            cols: 4,
+        };
+        let x = QVec {
+            q: vec![10, 20, 30, 40],
+            s: vec![0.25, 4.0],
+        };
+        let mut out = [0.0f32];
+        matmul(&mut out, &x, &w, &bytes, 2);
+        // (10 + 40) * 0.5 * 0.25 + (-30 + 120) * 2 * 4
+        assert_eq!(out[0], 50.0 * 0.5 * 0.25 + 90.0 * 2.0 * 4.0);
+    }
+
+    #[test]
+    fn numerics_parse() {
+        assert_eq!("runq".parse::<Numerics>(), Ok(Numerics::Runq));
+        assert_eq!("llamacpp".parse::<Numerics>(), Ok(Numerics::Llamacpp));
+        assert!("fast".parse::<Numerics>().is_err());
+    }
+}
