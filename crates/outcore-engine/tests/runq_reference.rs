@@ -33,7 +33,7 @@ fn export(input: &Path, out: &Path, tok: Option<&Path>, gs: u32) {
 
 fn load(path: &Path, numerics: Numerics) -> Model {
     let opts = LoadOptions {
-        n_threads: 1,
+        n_threads: 2,
         numerics,
         ..Default::default()
     };
