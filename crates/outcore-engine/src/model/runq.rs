@@ -109,11 +109,13 @@ impl RunqModel {
     /// Maps the llama2.c v2 checkpoint at `path` (`mode`: mmap, read or mlock).
     pub fn open(path: &Path, mode: LoadMode) -> Result<RunqModel> {
         if !super::llama2c::is_llama2c(path) {
-            return Err(bad(
-                path,
-                "--numerics runq needs a llama2.c v2 int8 checkpoint (outcore export --format llama2c)"
-                    .into(),
-            ));
+            return Err(EngineError::Unsupported {
+                what: format!(
+                    "--numerics runq needs a llama2.c v2 int8 checkpoint (outcore export --format \
+                     llama2c); {} is not one",
+                    path.display()
+                ),
+            });
         }
         let file = Llama2cFile::open(path, mode).map_err(|e| bad(path, e.to_string()))?;
         let header = file.config().clone();
