@@ -317,25 +317,9 @@ impl RunqModel {
                 .for_each(|(head, ((xb, att), q))| {
                     let kvh = (head / kv_mul) * hs;
                     let att = &mut att[..=pos];
-                    let scale = (hs as f32).sqrt();
-                    for (t, a) in att.iter_mut().enumerate() {
-                        let k = &kc[t * kv_dim + kvh..t * kv_dim + kvh + hs];
-                        let mut score = 0.0f32;
-                        for (qi, ki) in q.iter().zip(k) {
-                            score += qi * ki;
-                        }
-                        *a = score / scale;
-                    }
+                    scores(att, q, kc, kv_dim, kvh);
                     softmax(att);
-                    // xb[i] = sum over t of att[t] * v[t][i], in position order (V is transposed).
-                    for (i, o) in xb.iter_mut().enumerate() {
-                        let v = &vc[(kvh + i) * n_ctx..(kvh + i) * n_ctx + pos + 1];
-                        let mut acc = 0.0f32;
-                        for (a, vi) in att.iter().zip(v) {
-                            acc += a * vi;
-                        }
-                        *o = acc;
-                    }
+                    weighted_sum(xb, att, vc, n_ctx, kvh);
                 });
 
             s.xq.quantize(&s.xb, gs);
@@ -491,6 +475,68 @@ fn rmsnorm(o: &mut [f32], x: &[f32], weight: &[f32], eps: f32) {
     ss = 1.0f32 / ss.sqrt();
     for ((o, &w), &v) in o.iter_mut().zip(weight).zip(x) {
         *o = w * (ss * v);
+    }
+}
+
+/// runq.c's attention scores: `att[t] = (q . k_t) / sqrtf(head_size)`, each dot product summed
+/// in index order. Four positions run side by side (independent sums: the same bits, four
+/// dependency chains in flight instead of one).
+fn scores(att: &mut [f32], q: &[f32], kc: &[f32], kv_dim: usize, kvh: usize) {
+    let hs = q.len();
+    let scale = (hs as f32).sqrt();
+    let k = |t: usize| &kc[t * kv_dim + kvh..t * kv_dim + kvh + hs];
+    let mut quads = att.chunks_exact_mut(4);
+    let mut t = 0;
+    for out in &mut quads {
+        let (k0, k1, k2, k3) = (k(t), k(t + 1), k(t + 2), k(t + 3));
+        let mut sum = [0.0f32; 4];
+        for ((((qi, a), b), c), d) in q.iter().zip(k0).zip(k1).zip(k2).zip(k3) {
+            sum[0] += qi * a;
+            sum[1] += qi * b;
+            sum[2] += qi * c;
+            sum[3] += qi * d;
+        }
+        for (o, s) in out.iter_mut().zip(sum) {
+            *o = s / scale;
+        }
+        t += 4;
+    }
+    for (j, o) in quads.into_remainder().iter_mut().enumerate() {
+        let mut sum = 0.0f32;
+        for (qi, ki) in q.iter().zip(k(t + j)) {
+            sum += qi * ki;
+        }
+        *o = sum / scale;
+    }
+}
+
+/// runq.c's head output: `xb[i] = sum over t of att[t] * v_t[i]`, added in position order from
+/// 0. V is transposed in the cache (row `kvh + i` holds v[i] of every position); eight rows run
+/// side by side (independent sums: the same bits).
+fn weighted_sum(xb: &mut [f32], att: &[f32], vc: &[f32], n_ctx: usize, kvh: usize) {
+    let n = att.len();
+    let row = |i: usize| &vc[(kvh + i) * n_ctx..(kvh + i) * n_ctx + n];
+    let mut i0 = 0;
+    for out in xb.chunks_mut(8) {
+        if out.len() == 8 {
+            let rows: [&[f32]; 8] = std::array::from_fn(|j| row(i0 + j));
+            let mut acc = [0.0f32; 8];
+            for (t, &a) in att.iter().enumerate() {
+                for (s, r) in acc.iter_mut().zip(&rows) {
+                    *s += a * r[t];
+                }
+            }
+            out.copy_from_slice(&acc);
+        } else {
+            for (j, o) in out.iter_mut().enumerate() {
+                let mut acc = 0.0f32;
+                for (a, v) in att.iter().zip(row(i0 + j)) {
+                    acc += a * v;
+                }
+                *o = acc;
+            }
+        }
+        i0 += 8;
     }
 }
 
