@@ -196,10 +196,13 @@ pub(crate) const PREFETCH_ROWS_AHEAD: usize = 16384;
 /// [`PREFETCH_ROWS_AHEAD`] past the end of this group of rows, i.e. the following rows in address
 /// order. Rows that are not adjacent only make the hints useless, never wrong.
 ///
-/// Two choices come from measurement (1B Q4_K_M-like model, one thread, CPU time, Zen 4):
-/// per-row prefetches (`prefetch_block` of each row) left the four interleaved streams slower
-/// than one row at a time (10.4 vs 15 GB/s); one linear sweep gave 15.9; prefetching into L2
-/// only (T1) rather than L1 gave 18.5-19 (Q6_K 13.6 -> 21 GB/s), about flat for 4-64 KB ahead.
+/// Two choices come from measurement (`decode_weights` bench: one thread, CPU time, Zen 4):
+/// per-row prefetches (`prefetch_block` of each row) left the four interleaved streams of the
+/// 1B Q4_K_M-like model slower than one row at a time (10.4 vs 15 GB/s); one linear sweep gave
+/// 15.9; prefetching into L2 only (T1) rather than L1 gave 18.5-19 (Q6_K 13.6 -> 21 GB/s),
+/// about flat for 4-64 KB ahead. The four-row Q8_0 kernel on the 1B Q8_0 model: per-row T0
+/// 32 KB ahead 15.3 GB/s, this 24.9. (Single-row kernels keep [`prefetch`]: T1 changed nothing
+/// there.)
 #[inline]
 #[target_feature(enable = "avx2")]
 pub(crate) fn prefetch_rows<B>(rows: &[&[B]], i: usize) {
@@ -395,9 +398,9 @@ macro_rules! block32_kernels {
                 // SAFETY: qs are 32 readable bytes.
                 let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
                 let dy = super::avx2::h2f(y[i].d);
+                super::avx2::prefetch_rows(&xs, i);
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = &xs[r][i];
-                    super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
                     // SAFETY: qs are 32 readable bytes.
                     let a = unsafe { super::avx2::load256(x.qs.as_ptr() as *const u8) };
                     let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * dy);
@@ -424,9 +427,9 @@ macro_rules! block32_kernels {
                 // SAFETY: qs are 32 readable bytes.
                 let b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
                 let (dy, sy) = (super::avx2::h2f(y[i].d), super::avx2::h2f(y[i].s));
+                super::avx2::prefetch_rows(&xs, i);
                 for r in 0..4 {
                     let x = &xs[r][i];
-                    super::avx2::prefetch(x, super::avx2::PREFETCH_AHEAD);
                     summs[r] = super::avx2::h2f(x.m).mul_add(sy, summs[r]);
                     let q = super::avx2::nibbles_32(&x.qs);
                     let dd = _mm256_set1_ps(super::avx2::h2f(x.d) * dy);

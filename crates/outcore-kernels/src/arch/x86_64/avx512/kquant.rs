@@ -18,7 +18,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::arch::x86_64::avx2::{add_lanes, finish_sums, h2f, prefetch_rows};
+use crate::arch::x86_64::avx2::{add_lanes, f16_pairs4, finish_sums, h2f, prefetch_rows};
 use crate::quant::{BlockQ4K, BlockQ6K, BlockQ8K};
 
 /// `vpermb` indices: byte `4l + k` of each 32-byte half takes byte `8k + l` of the half given by
@@ -171,6 +171,7 @@ pub(super) unsafe fn q4_k_rows<const R: usize>(xs: [&[BlockQ4K]; R], y: &[BlockQ
     let ones = _mm256_set1_epi16(1);
     let mut sums = [_mm256_setzero_ps(); R];
     let mut sumf = [0f32; R];
+    let mut sumf4 = _mm_setzero_ps(); // `sumf` when R = 4
     for i in 0..nb {
         let yb = &y[i];
         // SAFETY: qs is 256 bytes: four 64-byte loads.
@@ -209,27 +210,81 @@ pub(super) unsafe fn q4_k_rows<const R: usize>(xs: [&[BlockQ4K]; R], y: &[BlockQ
                     let w = _mm512_and_si512(_mm512_srlv_epi16(w, nib_shift), m4);
                     // Pairs of at most 2 * 15 * 128: no saturation.
                     let p = _mm512_maddubs_epi16(w, a);
-                    acc[r] = _mm512_add_epi32(acc[r], _mm512_madd_epi16(p, s));
+                    acc[r] = _mm512_dpwssd_epi32(acc[r], p, s);
                 }
             }
         }
+        let b2 = _mm256_castsi256_si128(b2);
+        if let (Ok(x4), Ok(sm4), Ok(acc4), Ok(sums4)) = (
+            <[&BlockQ4K; 4]>::try_from(&xb[..]),
+            <&[__m256i; 4]>::try_from(&sm[..]),
+            <&[__m512i; 4]>::try_from(&acc[..]),
+            <&mut [__m256; 4]>::try_from(&mut sums[..]),
+        ) {
+            q4_k_tail4(x4, yb.d, sm4, b2, acc4, sums4, &mut sumf4);
+            continue;
+        }
         for r in 0..R {
-            let m = _mm256_extracti128_si256(_mm256_madd_epi16(sm[r], b2), 1);
+            let m = _mm_madd_epi16(_mm256_extracti128_si256(sm[r], 1), b2);
             let sumi = hsum_i32x4(m);
-            let aux = _mm256_add_epi32(
-                _mm512_castsi512_si256(acc[r]),
-                _mm512_extracti64x4_epi64(acc[r], 1),
-            );
-            sums[r] = add_lanes(sums[r], h2f(xb[r].d) * yb.d, aux);
+            sums[r] = add_lanes(sums[r], h2f(xb[r].d) * yb.d, fold(acc[r]));
             let dmin = h2f(xb[r].dmin) * yb.d;
             sumf[r] -= dmin * sumi as f32;
         }
+    }
+    if R == 4 {
+        // SAFETY: `sumf` is R = 4 writable floats.
+        unsafe { _mm_storeu_ps(sumf.as_mut_ptr(), sumf4) };
     }
     let mut out = [0f32; R];
     for r in 0..R {
         out[r] = finish_sums(sumf[r], sums[r]);
     }
     out
+}
+
+/// The 8 lanes of a two-run accumulator (lane l of both halves added).
+#[inline]
+#[target_feature(enable = "avx512f")]
+fn fold(acc: __m512i) -> __m256i {
+    _mm256_add_epi32(
+        _mm512_castsi512_si256(acc),
+        _mm512_extracti64x4_epi64(acc, 1),
+    )
+}
+
+/// The float steps of one Q4_K block for four rows at once, each lane the scalar twin's
+/// operations: `sums[r] += (d_r * y.d) * aux_r` and `sumf[r] -= (dmin_r * y.d) * sumi_r`, where
+/// `sumi_r` is the mins (words 8..16 of `sm[r]`) times the group sums `b2`.
+#[inline]
+#[target_feature(enable = "avx2,f16c,avx512f,avx512vl")]
+fn q4_k_tail4(
+    xb: [&BlockQ4K; 4],
+    yd: f32,
+    sm: &[__m256i; 4],
+    b2: __m128i,
+    acc: &[__m512i; 4],
+    sums: &mut [__m256; 4],
+    sumf: &mut __m128,
+) {
+    let (d, dmin) = f16_pairs4([
+        (xb[0].d, xb[0].dmin),
+        (xb[1].d, xb[1].dmin),
+        (xb[2].d, xb[2].dmin),
+        (xb[3].d, xb[3].dmin),
+    ]);
+    let yd4 = _mm_set1_ps(yd);
+    let (d, dmin) = (
+        _mm256_castps128_ps256(_mm_mul_ps(d, yd4)),
+        _mm_mul_ps(dmin, yd4),
+    );
+    let m = |r: usize| _mm_madd_epi16(_mm256_extracti128_si256(sm[r], 1), b2);
+    let sumi = _mm_hadd_epi32(_mm_hadd_epi32(m(0), m(1)), _mm_hadd_epi32(m(2), m(3)));
+    *sumf = _mm_sub_ps(*sumf, _mm_mul_ps(dmin, _mm_cvtepi32_ps(sumi)));
+    for (r, (sums, &acc)) in sums.iter_mut().zip(acc).enumerate() {
+        let dr = _mm256_permutevar8x32_ps(d, _mm256_set1_epi32(r as i32));
+        *sums = _mm256_add_ps(*sums, _mm256_mul_ps(dr, _mm256_cvtepi32_ps(fold(acc))));
+    }
 }
 
 /// Q6_K x Q8_K for `R` rows of `nb` blocks each (the shortest row or activation decides).
