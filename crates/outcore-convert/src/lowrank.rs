@@ -497,19 +497,30 @@ fn cholesky_damped(c: &Mat, lambda: f64) -> Option<Mat> {
     Some(a)
 }
 
-/// X = B . L^-1 for lower-triangular L (solves X L = B row by row: L^T x^T = b^T).
+/// X = B . L^-1 for lower-triangular L (solves X L = B: x_i = s_i / L[i][i] from i = n-1 down,
+/// then s_j -= x_i L[i][j] for j < i). Walks L by rows, each row once per block of B's rows
+/// (reading L by columns, 64 KB apart for n = 8192, was 85% of a calibrated compression).
 pub fn solve_right_lower(b: &Mat, l: &Mat) -> Mat {
     let n = l.rows;
     assert_eq!(b.cols, n);
     let mut x = b.clone();
-    x.data.par_chunks_mut(n.max(1)).for_each(|row| {
-        // x_j = (b_j - sum_{i>j} x_i L[i][j]) / L[j][j], from j = n-1 down.
-        for j in (0..n).rev() {
-            let mut s = row[j];
-            for (i, &x) in row.iter().enumerate().skip(j + 1) {
-                s -= x * l.data[i * n + j];
+    if n == 0 || b.rows == 0 {
+        return x;
+    }
+    let mb = row_block(b.rows);
+    x.data.par_chunks_mut(mb * n).for_each(|blk| {
+        for i in (0..n).rev() {
+            let lrow = &l.data[i * n..i * n + i];
+            let d = l.data[i * n + i];
+            for row in blk.chunks_exact_mut(n) {
+                let xi = row[i] / d;
+                row[i] = xi;
+                if xi != 0.0 {
+                    for (s, &lv) in row[..i].iter_mut().zip(lrow) {
+                        *s -= xi * lv;
+                    }
+                }
             }
-            row[j] = s / l.data[j * n + j];
         }
     });
     x
