@@ -1,12 +1,16 @@
 //! Single-token weight stream of a real model: one `matvec` per 2-D quantized weight tensor of a
-//! GGUF file (the token embedding only when the output matrix is tied to it), as one decode step reads them, per kernel variant.
+//! GGUF file (the token embedding only when the output matrix is tied to it), as one decode step
+//! reads them, per kernel variant. Variants run in turn within each pass, so a busy machine
+//! disturbs them alike.
+//!
 //! Reports the fastest of `REPS` passes (the least disturbed one on a shared machine) and the
 //! median, in ms per pass and weight GB/s, per weight type too. With one thread the times are
 //! that thread's CPU time, which time slices taken by other processes do not inflate (memory
-//! stalls still count); with more, wall time.
+//! stalls still count); with more, wall time. `--hot` runs the smallest tensor of each type 50
+//! times instead, so it stays in cache: the kernels' compute speed rather than memory speed.
 //!
 //! ```text
-//! cargo bench -p outcore-kernels --bench decode_weights -- MODEL.gguf [threads] [reps]
+//! cargo bench -p outcore-kernels --bench decode_weights -- MODEL.gguf [threads] [reps] [--hot]
 //! ```
 //! Variants: this CPU's table, the same without four-row kernels, and the AVX2 table.
 
@@ -49,8 +53,6 @@ fn main() {
         eprintln!("usage: decode_weights MODEL.gguf [threads] [reps]");
         return;
     };
-    // `--hot`: the smallest tensor of each type, 50 times over, so it stays in cache (kernel
-    // compute speed rather than memory speed).
     let hot = std::env::args().any(|a| a == "--hot");
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(15);
@@ -98,11 +100,10 @@ fn main() {
 
     let best = kernels();
     let mut variants: Vec<(String, KernelTable)> = vec![
-        (format!("{:?}", best.level), without_r4(best)),
+        (format!("{:?}", best.level), KernelTable { ..*best }),
         (format!("{:?} no-r4", best.level), without_r4(best)),
     ];
-    variants[0].1 = KernelTable { ..*best };
-    if let Some(avx2) = table(CpuLevel::Avx2) {
+    if let Some(avx2) = table(CpuLevel::Avx2).filter(|t| t.level != best.level) {
         variants.push(("Avx2".into(), KernelTable { ..*avx2 }));
     }
     let types: Vec<GgmlType> = {
@@ -116,11 +117,10 @@ fn main() {
         weights.len(),
         bytes as f64 / 1e6
     );
-    let runs = &variants;
-    let mut total = vec![Vec::with_capacity(reps); runs.len()];
-    let mut per_ty = vec![vec![Vec::with_capacity(reps); types.len()]; runs.len()];
+    let mut total = vec![Vec::with_capacity(reps); variants.len()];
+    let mut per_ty = vec![vec![Vec::with_capacity(reps); types.len()]; variants.len()];
     for _ in 0..reps {
-        for (v, (_, k)) in runs.iter().enumerate() {
+        for (v, (_, k)) in variants.iter().enumerate() {
             let mut t_ty = vec![0f64; types.len()];
             let t0 = Instant::now();
             let cpu = pool.install(|| {
@@ -149,7 +149,7 @@ fn main() {
             }
         }
     }
-    for (v, (name, _)) in runs.iter().enumerate() {
+    for (v, (name, _)) in variants.iter().enumerate() {
         let (total, per_ty) = (&mut total[v], &mut per_ty[v]);
         let stats = |v: &mut Vec<f64>| {
             v.sort_by(|a, b| a.total_cmp(b));
