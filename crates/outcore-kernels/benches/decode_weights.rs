@@ -11,7 +11,9 @@
 //!
 //! ```text
 //! cargo bench -p outcore-kernels --bench decode_weights -- MODEL.gguf [threads] [reps] [--hot]
+//!     [--tokens=N]
 //! ```
+//! `--tokens=N`: N activation rows per product (batched decode of N sequences) instead of one.
 //! Variants: this CPU's table, the same without four-row kernels, and the AVX2 table.
 
 use std::time::Instant;
@@ -27,6 +29,7 @@ fn without_r4(k: &KernelTable) -> KernelTable {
         q4_1_q8_1_r4: None,
         q4_k_q8_k_r4: None,
         q6_k_q8_k_r4: None,
+        q4_1_q8_1_r4x4: None,
         ..*k
     }
 }
@@ -54,6 +57,9 @@ fn main() {
         return;
     };
     let hot = std::env::args().any(|a| a == "--hot");
+    let n_tokens: usize = std::env::args()
+        .find_map(|a| a.strip_prefix("--tokens=")?.parse().ok())
+        .unwrap_or(1);
     let threads: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(2);
     let reps: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(15);
     let file = GgufFile::open(path, LoadMode::Mmap).expect("open model");
@@ -90,8 +96,10 @@ fn main() {
         .map(|t| t.shape[1] as usize)
         .max()
         .unwrap_or(0);
-    let x: Vec<f32> = (0..n_k_max).map(|i| ((i as f32) * 0.618).sin()).collect();
-    let mut out = vec![0f32; n_rows_max];
+    let x: Vec<f32> = (0..n_k_max * n_tokens)
+        .map(|i| ((i as f32) * 0.618).sin())
+        .collect();
+    let mut out = vec![0f32; n_rows_max * n_tokens];
     let bytes: usize = weights.iter().map(|t| t.bytes.len()).sum();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -113,7 +121,7 @@ fn main() {
         t
     };
     println!(
-        "{path}: {} tensors, {:.1} MB, {threads} threads, best of {reps}",
+        "{path}: {} tensors, {:.1} MB, {n_tokens} token(s), {threads} threads, best of {reps}",
         weights.len(),
         bytes as f64 / 1e6
     );
@@ -128,7 +136,8 @@ fn main() {
                 for w in &weights {
                     let (n_k, n_rows) = (w.shape[0] as usize, w.shape[1] as usize);
                     let (t, c) = (Instant::now(), thread_cpu_s());
-                    matmul_with(k, w, &x[..n_k], 1, &mut out[..n_rows]).expect("matvec");
+                    let (x, out) = (&x[..n_k * n_tokens], &mut out[..n_rows * n_tokens]);
+                    matmul_with(k, w, x, n_tokens, out).expect("matmul");
                     let j = types.iter().position(|ty| *ty == w.ty).unwrap_or(0);
                     t_ty[j] += if threads == 1 {
                         thread_cpu_s() - c

@@ -144,7 +144,10 @@ fn matmul_typed<B: GgmlBlock>(
     // Results row-major by weight row (disjoint chunks per task), transposed into `out` after.
     // Where the level has a four-token kernel, each weight block is unpacked once per four
     // tokens; its results are bit-identical to four single dots.
+    // Where the level has a four-row, four-token kernel, four weight rows share each activation
+    // load as well; it too is bit-identical to single dots.
     let dot4 = B::vec_dot_x4_fn(k);
+    let dot44 = B::vec_dot_r4x4_fn(k);
     let mut tmp = vec![0f32; n_rows * n_tokens];
     tmp.par_chunks_mut(ROWS_PER_TASK * n_tokens)
         .enumerate()
@@ -152,9 +155,30 @@ fn matmul_typed<B: GgmlBlock>(
             let r0 = c * ROWS_PER_TASK;
             let rows = tmp.len() / n_tokens;
             let a = |t: usize| &act[t * nb..(t + 1) * nb];
+            let row = |i: usize| &w[(r0 + i) * nb..(r0 + i + 1) * nb];
             for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n_tokens);
-                for i in 0..rows {
+                let mut i0 = 0;
+                if let Some(d44) = dot44 {
+                    let t4 = t0 + (t1 - t0) / 4 * 4;
+                    while i0 + 4 <= rows {
+                        let ws = [row(i0), row(i0 + 1), row(i0 + 2), row(i0 + 3)];
+                        for t in (t0..t4).step_by(4) {
+                            let o = d44(ws, [a(t), a(t + 1), a(t + 2), a(t + 3)]);
+                            for (j, o) in o.iter().enumerate() {
+                                let at = (i0 + j) * n_tokens + t;
+                                tmp[at..at + 4].copy_from_slice(o);
+                            }
+                        }
+                        for (j, wr) in ws.iter().enumerate() {
+                            for t in t4..t1 {
+                                tmp[(i0 + j) * n_tokens + t] = dot(wr, a(t));
+                            }
+                        }
+                        i0 += 4;
+                    }
+                }
+                for i in i0..rows {
                     let wr = &w[(r0 + i) * nb..(r0 + i + 1) * nb];
                     let out = &mut tmp[i * n_tokens..(i + 1) * n_tokens];
                     let mut t = t0;

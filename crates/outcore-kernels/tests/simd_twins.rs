@@ -373,6 +373,60 @@ fn k_quant_r4_kernels_equal_single_rows_bit_for_bit() {
     }
 }
 
+/// The four-row, four-token Q4_1 kernel (batched decode) equals sixteen single calls of its
+/// level and of the scalar twin.
+#[test]
+fn r4x4_kernel_equals_single_dots_bit_for_bit() {
+    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_1};
+    let mut rng = Rng(0x853C49E6748FEA9B);
+    let s = scalar();
+    for k in simd_levels() {
+        let Some(r4x4) = k.q4_1_q8_1_r4x4 else {
+            continue;
+        };
+        for nb in [1usize, 2, 5, 18] {
+            let n = nb * 32;
+            let rows: Vec<Vec<BlockQ4_1>> = (0..4)
+                .map(|_| {
+                    let mut b = vec![0u8; row_bytes(GgmlType::Q4_1, n).unwrap()];
+                    quantize_row(GgmlType::Q4_1, &rng.row(n), &mut b).unwrap();
+                    bytemuck::pod_collect_to_vec(&b)
+                })
+                .collect();
+            let acts: Vec<Vec<BlockQ8_1>> = (0..4)
+                .map(|_| {
+                    let mut a = vec![0u8; row_bytes(GgmlType::Q8_1, n).unwrap()];
+                    quantize_activation_with(s, GgmlType::Q8_1, &rng.row(n), &mut a).unwrap();
+                    bytemuck::pod_collect_to_vec(&a)
+                })
+                .collect();
+            let got = r4x4(
+                [&rows[0], &rows[1], &rows[2], &rows[3]],
+                [&acts[0], &acts[1], &acts[2], &acts[3]],
+            );
+            for r in 0..4 {
+                for t in 0..4 {
+                    let want = (s.q4_1_q8_1)(&rows[r], &acts[t]);
+                    let one = (k.q4_1_q8_1)(&rows[r], &acts[t]);
+                    assert_eq!(
+                        one.to_bits(),
+                        want.to_bits(),
+                        "{:?} nb={nb} r{r} t{t}",
+                        k.level
+                    );
+                    assert_eq!(
+                        got[r][t].to_bits(),
+                        want.to_bits(),
+                        "{:?} r4x4 nb={nb} r{r} t{t}: {} vs {want}",
+                        k.level,
+                        got[r][t]
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Four-weight-row kernels (single-token products) equal four single calls of the same level,
 /// which equal the scalar twin.
 #[test]

@@ -65,6 +65,10 @@ pub type VecDotX4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 /// products run four independent accumulation chains instead of one latency-bound chain.
 pub type VecDotR4Fn<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 
+/// Four weight rows times four activation rows: `out[r][t]`, the same bits as sixteen single
+/// calls (batched decode of four sequences).
+pub type VecDotR4X4Fn<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
+
 /// An activation quantizer: f32 row -> blocks (row length = blocks * BLOCK).
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
 
@@ -108,6 +112,12 @@ pub trait GgmlBlock: Pod + Send + Sync {
     /// A four-weight-row kernel for this CPU, if it has one (bit-identical to four
     /// [`GgmlBlock::vec_dot_fn`] calls).
     fn vec_dot_r4_fn(_k: &KernelTable) -> Option<VecDotR4Fn<Self, Self::Dot>> {
+        None
+    }
+
+    /// A four-weight-row, four-activation-row kernel for this CPU, if it has one (bit-identical
+    /// to sixteen [`GgmlBlock::vec_dot_fn`] calls).
+    fn vec_dot_r4x4_fn(_k: &KernelTable) -> Option<VecDotR4X4Fn<Self, Self::Dot>> {
         None
     }
 

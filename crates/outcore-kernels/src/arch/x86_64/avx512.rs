@@ -151,6 +151,11 @@ fn vec_dot_q4_1_q8_1_r4(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
     unsafe { vec_dot_q4_1_q8_1_r4_impl(xs, y) }
 }
 
+fn vec_dot_q4_1_q8_1_r4x4(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+    // SAFETY: as above.
+    unsafe { vec_dot_q4_1_q8_1_r4x4_impl(xs, ys) }
+}
+
 static TABLE: KernelTable = TABLE_FIELDS;
 
 /// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later): Q5_K here, Q4_K and
@@ -178,6 +183,7 @@ const TABLE_FIELDS: KernelTable = KernelTable {
     q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
     q8_0_q8_0_r4: Some(vec_dot_q8_0_q8_0_r4),
     q4_1_q8_1_r4: Some(vec_dot_q4_1_q8_1_r4),
+    q4_1_q8_1_r4x4: Some(vec_dot_q4_1_q8_1_r4x4),
     ..AVX2_TABLE
 };
 
