@@ -148,6 +148,7 @@ fn matmul_typed<B: GgmlBlock>(
     // load as well; it too is bit-identical to single dots.
     let dot4 = B::vec_dot_x4_fn(k);
     let dot44 = B::vec_dot_r4x4_fn(k);
+    let dot_r4 = B::vec_dot_r4_fn(k);
     let mut tmp = vec![0f32; n_rows * n_tokens];
     tmp.par_chunks_mut(ROWS_PER_TASK * n_tokens)
         .enumerate()
@@ -170,9 +171,38 @@ fn matmul_typed<B: GgmlBlock>(
                                 tmp[at..at + 4].copy_from_slice(o);
                             }
                         }
+                        // Tokens past the last group of four (a batch of 2, 3, 5, ...
+                        // sequences): four rows per single-token kernel call where there is one.
+                        for t in t4..t1 {
+                            let o = match dot_r4 {
+                                Some(d4) => d4(ws, a(t)),
+                                None => ws.map(|wr| dot(wr, a(t))),
+                            };
+                            for (j, o) in o.iter().enumerate() {
+                                tmp[(i0 + j) * n_tokens + t] = *o;
+                            }
+                        }
+                        i0 += 4;
+                    }
+                }
+                // Without a four-row, four-token kernel: four-token kernels row by row, and
+                // the remaining tokens four rows at a time.
+                if let (None, Some(d4r)) = (dot44, dot_r4) {
+                    let t4 = t0 + (t1 - t0) / 4 * 4;
+                    while i0 + 4 <= rows {
+                        let ws = [row(i0), row(i0 + 1), row(i0 + 2), row(i0 + 3)];
                         for (j, wr) in ws.iter().enumerate() {
-                            for t in t4..t1 {
-                                tmp[(i0 + j) * n_tokens + t] = dot(wr, a(t));
+                            let out = &mut tmp[(i0 + j) * n_tokens..(i0 + j + 1) * n_tokens];
+                            for t in (t0..t4).step_by(4) {
+                                out[t..t + 4].copy_from_slice(&match dot4 {
+                                    Some(d4) => d4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)]),
+                                    None => [t, t + 1, t + 2, t + 3].map(|t| dot(wr, a(t))),
+                                });
+                            }
+                        }
+                        for t in t4..t1 {
+                            for (j, o) in d4r(ws, a(t)).iter().enumerate() {
+                                tmp[(i0 + j) * n_tokens + t] = *o;
                             }
                         }
                         i0 += 4;
@@ -224,45 +254,46 @@ mod tests {
             GgmlType::F16,
             GgmlType::F32,
         ] {
-            let n_k = 512;
-            let n_rows = 37;
-            let n_tokens = 5;
-            let wf: Vec<f32> = (0..n_k * n_rows).map(|_| lcg(&mut seed)).collect();
-            let mut wb = vec![0u8; crate::row_bytes(ty, n_k).unwrap() * n_rows];
-            quantize_row(ty, &wf, &mut wb).unwrap();
-            let mut wd = vec![0f32; n_k * n_rows];
-            dequantize_row(ty, &wb, &mut wd).unwrap();
-            let x: Vec<f32> = (0..n_k * n_tokens).map(|_| lcg(&mut seed)).collect();
-            let shape = [n_k as u64, n_rows as u64];
-            let view = TensorView {
-                name: "w",
-                ty,
-                shape: &shape,
-                bytes: &wb,
-            };
-            let mut out = vec![0f32; n_tokens * n_rows];
-            matmul(&view, &x, n_tokens, &mut out).unwrap();
-            let mut out1 = vec![0f32; n_rows];
-            for t in 0..n_tokens {
-                matvec(&view, &x[t * n_k..(t + 1) * n_k], &mut out1).unwrap();
-                assert_eq!(
-                    &out[t * n_rows..(t + 1) * n_rows],
-                    &out1[..],
-                    "{ty} token {t}"
-                );
-                for r in 0..n_rows {
-                    let exact: f64 = (0..n_k)
-                        .map(|i| wd[r * n_k + i] as f64 * x[t * n_k + i] as f64)
-                        .sum();
-                    // Activation rounding bound: each x moves by at most amax/254 (8-bit) or
-                    // |x|/2048 (f16); the Q8_1 sum term adds an f16 rounding per block.
-                    let wl1: f64 = (0..n_k).map(|i| wd[r * n_k + i].abs() as f64).sum();
-                    let tol = wl1 / 127.0 + 1e-3 * (1.0 + exact.abs());
-                    let got = out[t * n_rows + r] as f64;
-                    assert!(
-                        (got - exact).abs() < tol,
-                        "{ty} t{t} r{r}: {got} vs {exact} (tol {tol})"
+            for n_tokens in [2usize, 3, 5, 7] {
+                let n_k = 512;
+                let n_rows = 37;
+                let wf: Vec<f32> = (0..n_k * n_rows).map(|_| lcg(&mut seed)).collect();
+                let mut wb = vec![0u8; crate::row_bytes(ty, n_k).unwrap() * n_rows];
+                quantize_row(ty, &wf, &mut wb).unwrap();
+                let mut wd = vec![0f32; n_k * n_rows];
+                dequantize_row(ty, &wb, &mut wd).unwrap();
+                let x: Vec<f32> = (0..n_k * n_tokens).map(|_| lcg(&mut seed)).collect();
+                let shape = [n_k as u64, n_rows as u64];
+                let view = TensorView {
+                    name: "w",
+                    ty,
+                    shape: &shape,
+                    bytes: &wb,
+                };
+                let mut out = vec![0f32; n_tokens * n_rows];
+                matmul(&view, &x, n_tokens, &mut out).unwrap();
+                let mut out1 = vec![0f32; n_rows];
+                for t in 0..n_tokens {
+                    matvec(&view, &x[t * n_k..(t + 1) * n_k], &mut out1).unwrap();
+                    assert_eq!(
+                        &out[t * n_rows..(t + 1) * n_rows],
+                        &out1[..],
+                        "{ty} token {t}"
                     );
+                    for r in 0..n_rows {
+                        let exact: f64 = (0..n_k)
+                            .map(|i| wd[r * n_k + i] as f64 * x[t * n_k + i] as f64)
+                            .sum();
+                        // Activation rounding bound: each x moves by at most amax/254 (8-bit) or
+                        // |x|/2048 (f16); the Q8_1 sum term adds an f16 rounding per block.
+                        let wl1: f64 = (0..n_k).map(|i| wd[r * n_k + i].abs() as f64).sum();
+                        let tol = wl1 / 127.0 + 1e-3 * (1.0 + exact.abs());
+                        let got = out[t * n_rows + r] as f64;
+                        assert!(
+                            (got - exact).abs() < tol,
+                            "{ty} t{t} r{r}: {got} vs {exact} (tol {tol})"
+                        );
+                    }
                 }
             }
         }
