@@ -101,7 +101,7 @@ EOF
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 # Sequential-read bound: O_DIRECT 4 MB reads of the whole model, cold. The disk's speed drifts
-# over minutes, so it is probed again before every outcore run and that run's bound uses it.
+# over minutes, so it is probed again before every run and that run's bound uses it.
 probe_disk() {
   drop_caches
   local t0 t1
@@ -155,13 +155,14 @@ printf '# model %s: %s MB; disk O_DIRECT 4 MB sequential read %s MB/s; threads %
   "$MODEL" "$(mb "$model_bytes")" "$(mb "$disk_bw")" "$THREADS" "$N" "$CTX" "$(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-9s %-7s %9s %8s %10s %10s %10s %9s %11s %9s %6s %6s %5s\n' \
   engine cap cap_MB tok/s read_MB/tok warm_MB/tok strm_MB/tok disk_MB/s bound_tok/s peak_MB killed rc same
-ref_ids=""
-declare -A TPS
-for engine in $ENGINES; do
-  ref=""
-  caps=$CAPS
-  [ "$engine" = llama.cpp ] && caps=$LLAMA_CAPS
-  for cap in none $caps; do
+# Caps outer, engines inner: the disk's speed drifts over minutes (a VM disk behind the host's
+# page cache), so each cap's runs of the two engines sit next to each other in time.
+declare -A TPS REF
+for cap in none $CAPS; do
+  for engine in $ENGINES; do
+    caps=$CAPS
+    [ "$engine" = llama.cpp ] && caps=$LLAMA_CAPS
+    [[ " none $caps " == *" $cap "* ]] || continue
     case $cap in
       none) limit=none ;;
       min) limit=$min_cap ;;
@@ -170,8 +171,9 @@ for engine in $ENGINES; do
       *) limit=$((model_bytes * cap / 100)) ;;
     esac
     name=${engine//./}-$cap
+    # Probed before every run of either engine: the same reading history before each.
+    disk_bw=$(probe_disk)
     if [ "$engine" = outcore ]; then
-      disk_bw=$(probe_disk)
       run_capped "$name" "$limit" "$WORK/$name.out" "$OUTCORE" run -m "$MODEL" -p "$PROMPT" \
         -n "$N" --temp 0 --ignore-eos -t "$THREADS" -c "$CTX" --load "$OUTCORE_LOAD" \
         --stats --print-ids --no-echo
@@ -195,7 +197,8 @@ for engine in $ENGINES; do
     killed=no
     { [ "$rc" = 137 ] || [ "${oom:-0}" != 0 ]; } && killed=yes
     [ "$rc" = 124 ] && killed=timeout
-    [ "$cap" = none ] && ref=$ids
+    [ "$cap" = none ] && REF[$engine]=$ids
+    ref=${REF[$engine]:-}
     same=-
     [ -n "$ids" ] && [ -n "$ref" ] && { [ "$ids" = "$ref" ] && same=yes || same=no; }
     bound=-
@@ -204,7 +207,7 @@ for engine in $ENGINES; do
     printf '%-9s %-7s %9s %8s %10s %10s %10s %9s %11s %9s %6s %6s %5s\n' "$engine" "$cap" \
       "$([ "$limit" = none ] && echo - || mb "$limit")" "${tps:--}" \
       "$(awk -v b="${rb:-0}" -v n="$N" 'BEGIN { printf "%.1f", b / n / 1e6 }')" "${warm:--}" "${strm:--}" \
-      "$([ "$engine" = outcore ] && mb "$disk_bw" || echo -)" \
+      "$(mb "$disk_bw")" \
       "$bound" "$(mb "$peak")" "$killed" "$rc" "$same"
   done
 done
