@@ -4,11 +4,12 @@
 //! needed next. Here the model is cut into *units* (each transformer layer's attention block and
 //! feed-forward block, plus the output matrix) that are each read once per token. Half-layer
 //! units keep the ring small (two buffers of the largest block, not of the largest layer), so
-//! under a tight cap the ring still has two buffers and reading overlaps compute. Resident units are used straight from the mapping
-//! (kept hot, optionally mlocked). Streamed units are read by a prefetch thread with `pread`
-//! (O_DIRECT where the filesystem allows, so they never enter the page cache and never push the
-//! resident set out) into a small ring of anonymous buffers, in the order the forward pass needs
-//! them, while the previous unit computes. Each token therefore reads exactly the streamed bytes.
+//! under a tight cap the ring still has two buffers and reading overlaps compute. Resident units
+//! are used straight from the mapping (kept hot, optionally mlocked). Streamed units are read by
+//! a prefetch thread with `pread` (buffered with kernel readahead, each unit's page cache dropped
+//! right after it is copied; or O_DIRECT at the tightest caps, so nothing enters the page cache)
+//! into a small ring of anonymous buffers, in the order the forward pass needs them, while the
+//! previous unit computes. Each token therefore reads exactly the streamed bytes.
 
 use std::fs::File;
 use std::ops::Range;
@@ -21,6 +22,8 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use serde::Serialize;
+
+use outcore_format::mapping::{fadvise, FileAdvice};
 
 use crate::weights::{WRef, Weights};
 
@@ -151,7 +154,11 @@ pub struct ResidencyConfig {
     pub resident: Vec<bool>,
     /// Buffers in the ring (>= 1; 2 overlaps reading with compute).
     pub ring: usize,
-    /// Try O_DIRECT reads.
+    /// Try O_DIRECT reads. Otherwise buffered reads with readahead: the kernel is told to read
+    /// the unit and the next one ahead (POSIX_FADV_WILLNEED, several requests in flight) and a
+    /// used unit's page cache is dropped (POSIX_FADV_DONTNEED). Faster on disks that want depth
+    /// (this project's VM disk: 2.1-2.35 GB/s against 1.45-1.8 for 32 MB O_DIRECT reads), but up
+    /// to two units sit in the page cache besides the ring, so the plan must have room for them.
     pub direct_io: bool,
 }
 
@@ -181,6 +188,16 @@ fn open_shard(path: &PathBuf, direct: bool) -> std::io::Result<File> {
 }
 
 /// Reads `parts` into `buf`; returns where each part starts in `buf`.
+/// Buffered shards: asks the kernel to read `parts` in now, or to drop their page cache.
+fn advise(files: &[File], direct: &[bool], parts: &[Part], advice: FileAdvice) {
+    for p in parts {
+        if !direct[p.shard] {
+            // Advice only: a failure costs speed, never correctness.
+            let _ = fadvise(&files[p.shard], p.range.clone(), advice);
+        }
+    }
+}
+
 fn fill(
     files: &[File],
     direct: &[bool],
@@ -402,10 +419,17 @@ fn prefetch_loop(
     c: Arc<StreamCounters>,
 ) {
     loop {
-        for &u in &order {
+        for (k, &u) in order.iter().enumerate() {
             let Ok(mut buf) = free_rx.recv() else { return };
             let t0 = Instant::now();
-            let starts = match fill(&files, &direct, &parts[u], &mut buf) {
+            // Buffered reads: this unit and the next one are read ahead by the kernel while
+            // this one is copied; this one's page cache is dropped once copied.
+            let next = order[(k + 1) % order.len()];
+            advise(&files, &direct, &parts[u], FileAdvice::WillNeed);
+            advise(&files, &direct, &parts[next], FileAdvice::WillNeed);
+            let got = fill(&files, &direct, &parts[u], &mut buf);
+            advise(&files, &direct, &parts[u], FileAdvice::DontNeed);
+            let starts = match got {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("outcore: prefetch of unit {u} failed: {e}");

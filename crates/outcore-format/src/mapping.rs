@@ -132,6 +132,40 @@ fn memlock_limit() -> String {
     format!("{} (hard limit {})", show(lim.rlim_cur), show(lim.rlim_max))
 }
 
+/// What [`fadvise`] tells the kernel about a file range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileAdvice {
+    /// Start reading the range into the page cache now (asynchronous readahead).
+    WillNeed,
+    /// The range's clean page cache may be dropped.
+    DontNeed,
+}
+
+/// `posix_fadvise` on an open file (the streamer's buffered reads: start the next unit's
+/// readahead, drop a used unit's pages).
+pub fn fadvise(file: &File, range: Range<usize>, advice: FileAdvice) -> io::Result<()> {
+    if range.is_empty() {
+        return Ok(());
+    }
+    let advice = match advice {
+        FileAdvice::WillNeed => libc::POSIX_FADV_WILLNEED,
+        FileAdvice::DontNeed => libc::POSIX_FADV_DONTNEED,
+    };
+    // SAFETY: the fd is valid while `file` is borrowed; fadvise touches no memory.
+    let rc = unsafe {
+        libc::posix_fadvise(
+            file.as_raw_fd(),
+            range.start as libc::off_t,
+            range.len() as libc::off_t,
+            advice,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
 impl Mapping {
     /// Opens `path` in the given mode. Empty files are an error.
     pub fn open(path: impl AsRef<Path>, mode: LoadMode) -> Result<Mapping, FormatError> {

@@ -242,7 +242,7 @@ pub fn print_stats(model: &Model, gen: &Generation, before: Option<&ProcessStats
             mb(st.bytes_read),
             st.units_read,
             mb(st.bytes_read) / passes as f64,
-            if st.direct_io { "O_DIRECT" } else { "buffered reads (no O_DIRECT)" }
+            if st.direct_io { "O_DIRECT" } else { "buffered reads with readahead" }
         );
         eprintln!(
             "stream timing:      read {:.2} s ({:.0} MB/s), compute waited {:.2} s for data",

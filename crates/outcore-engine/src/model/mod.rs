@@ -729,10 +729,23 @@ fn plan_residency(
             residency::unit_layer(u, w.layers.len()).is_none_or(|l| resident_layers.contains(&l))
         })
         .collect();
+    // Buffered reads with kernel readahead (several requests in flight: +30% read speed here)
+    // keep up to two units in the page cache besides the ring, dropped right after use and
+    // reclaimable under pressure. Used when the budget has room for at least one of them;
+    // O_DIRECT (nothing cached) at the tightest caps. OUTCORE_STREAM_READ=direct|readahead
+    // overrides (for comparisons).
+    let unit = p.window_bytes / ring as u64;
+    let spare = p
+        .budget
+        .saturating_sub(p.resident_bytes.saturating_add(p.window_bytes));
     let rc = ResidencyConfig {
         resident,
         ring,
-        direct_io: true,
+        direct_io: match std::env::var("OUTCORE_STREAM_READ").as_deref() {
+            Ok("readahead") => false,
+            Ok("direct") => true,
+            _ => spare < unit,
+        },
     };
     let r = Residency::new(units, &rc, &source.paths()).map_err(|e| EngineError::Io {
         path: source.paths()[0].clone(),
