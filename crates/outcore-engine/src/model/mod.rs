@@ -730,22 +730,13 @@ fn plan_residency(
         })
         .collect();
     // Buffered reads with kernel readahead (several requests in flight: +30% read speed here)
-    // keep up to two units in the page cache besides the ring, dropped right after use and
-    // reclaimable under pressure. Used when the budget has room for at least one of them;
-    // O_DIRECT (nothing cached) at the tightest caps. OUTCORE_STREAM_READ=direct|readahead
-    // overrides (for comparisons).
-    let unit = p.window_bytes / ring as u64;
-    let spare = p
-        .budget
-        .saturating_sub(p.resident_bytes.saturating_add(p.window_bytes));
+    // keep up to two units in the page cache besides the ring; they are dropped right after use
+    // and, being clean, reclaimed before anything is OOM-killed. O_DIRECT (nothing cached) with
+    // OUTCORE_STREAM_READ=direct.
     let rc = ResidencyConfig {
         resident,
         ring,
-        direct_io: match std::env::var("OUTCORE_STREAM_READ").as_deref() {
-            Ok("readahead") => false,
-            Ok("direct") => true,
-            _ => spare < unit,
-        },
+        direct_io: std::env::var("OUTCORE_STREAM_READ").as_deref() == Ok("direct"),
     };
     let r = Residency::new(units, &rc, &source.paths()).map_err(|e| EngineError::Io {
         path: source.paths()[0].clone(),
