@@ -81,22 +81,7 @@ impl LayerWeights {
 
     /// Every tensor of the layer (for residency accounting and prefetch).
     pub fn all(&self) -> impl Iterator<Item = &WRef> {
-        [
-            Some(&self.attn_norm),
-            Some(&self.wq),
-            Some(&self.wk),
-            Some(&self.wv),
-            Some(&self.wo),
-            self.bq.as_ref(),
-            self.bk.as_ref(),
-            self.bv.as_ref(),
-            Some(&self.ffn_norm),
-            Some(&self.w_gate),
-            Some(&self.w_up),
-            Some(&self.w_down),
-        ]
-        .into_iter()
-        .flatten()
+        self.attention().chain(self.feed_forward())
     }
 
     pub fn bytes(&self) -> u64 {
