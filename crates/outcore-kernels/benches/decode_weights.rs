@@ -21,6 +21,7 @@ use std::time::Instant;
 use outcore_format::{GgufFile, LoadMode, TensorView};
 use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
 use outcore_kernels::matmul::matmul_with;
+use outcore_kernels::quant::R4Tokens;
 use outcore_kernels::{kernels, GgmlType};
 
 fn without_r4(k: &KernelTable) -> KernelTable {
@@ -29,7 +30,8 @@ fn without_r4(k: &KernelTable) -> KernelTable {
         q4_1_q8_1_r4: None,
         q4_k_q8_k_r4: None,
         q6_k_q8_k_r4: None,
-        q4_1_q8_1_r4x4: None,
+        q4_1_q8_1_r4xt: R4Tokens::NONE,
+        q8_0_q8_0_r4xt: R4Tokens::NONE,
         ..*k
     }
 }

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use crate::ops::{self, DotOrder};
 use crate::quant::{
     BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K,
-    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, VecDotFn, VecDotR4Fn, VecDotR4X4Fn,
+    BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, R4Tokens, VecDotFn, VecDotR4Fn,
     VecDotX4Fn,
 };
 
@@ -91,9 +91,10 @@ pub struct KernelTable {
     pub q4_1_q8_1_r4: Option<VecDotR4Fn<BlockQ4_1, BlockQ8_1>>,
     pub q4_k_q8_k_r4: Option<VecDotR4Fn<BlockQ4K, BlockQ8K>>,
     pub q6_k_q8_k_r4: Option<VecDotR4Fn<BlockQ6K, BlockQ8K>>,
-    /// Four weight rows times four activation rows (same bits as sixteen single calls), used by
-    /// batches of tokens.
-    pub q4_1_q8_1_r4x4: Option<VecDotR4X4Fn<BlockQ4_1, BlockQ8_1>>,
+    /// Four weight rows times 2, 3 or 4 activation rows (same bits as the single calls), used
+    /// by batches of tokens.
+    pub q4_1_q8_1_r4xt: R4Tokens<BlockQ4_1, BlockQ8_1>,
+    pub q8_0_q8_0_r4xt: R4Tokens<BlockQ8_0, BlockQ8_0>,
     /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
     pub attn_scores: AttnScoresFn,
     pub attn_values: AttnValuesFn,
@@ -142,7 +143,8 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_r4: None,
     q4_k_q8_k_r4: None,
     q6_k_q8_k_r4: None,
-    q4_1_q8_1_r4x4: None,
+    q4_1_q8_1_r4xt: R4Tokens::NONE,
+    q8_0_q8_0_r4xt: R4Tokens::NONE,
     attn_scores: ops::attn_scores_scalar,
     attn_values: ops::attn_values_scalar,
     softmax: ops::softmax_scalar,

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use outcore_format::TensorView;
 
 use crate::dispatch::{kernels, KernelTable};
-use crate::quant::GgmlBlock;
+use crate::quant::{GgmlBlock, R4Tokens};
 use crate::{cast_blocks, n_blocks, with_block, KernelError};
 
 /// Weight rows per parallel task (each task writes `ROWS_PER_TASK * n_tokens` results).
@@ -142,13 +142,16 @@ fn matmul_typed<B: GgmlBlock>(
     }
 
     // Results row-major by weight row (disjoint chunks per task), transposed into `out` after.
-    // Where the level has a four-token kernel, each weight block is unpacked once per four
-    // tokens; its results are bit-identical to four single dots.
-    // Where the level has a four-row, four-token kernel, four weight rows share each activation
-    // load as well; it too is bit-identical to single dots.
+    // Each group of four weight rows runs the tokens in groups of four and the remainder (1, 2
+    // or 3 tokens) through the level's four-row kernel of that many tokens, so the group's
+    // weights are unpacked once per kernel call and each activation block is loaded once for
+    // the four rows. Where a kernel is missing: four tokens row by row through the four-token
+    // kernel, else tokens one at a time through the four-row single-token kernel. Rows past the
+    // last group of four go row by row. Every kernel is bit-identical to single dots.
     let dot4 = B::vec_dot_x4_fn(k);
-    let dot44 = B::vec_dot_r4x4_fn(k);
     let dot_r4 = B::vec_dot_r4_fn(k);
+    let r4xt = B::vec_dot_r4xt_fns(k);
+    let four_rows = dot_r4.is_some() || r4xt.any();
     let mut tmp = vec![0f32; n_rows * n_tokens];
     tmp.par_chunks_mut(ROWS_PER_TASK * n_tokens)
         .enumerate()
@@ -160,56 +163,41 @@ fn matmul_typed<B: GgmlBlock>(
             for t0 in (0..n_tokens).step_by(TOKEN_TILE) {
                 let t1 = (t0 + TOKEN_TILE).min(n_tokens);
                 let mut i0 = 0;
-                if let Some(d44) = dot44 {
-                    let t4 = t0 + (t1 - t0) / 4 * 4;
-                    while i0 + 4 <= rows {
-                        let ws = [row(i0), row(i0 + 1), row(i0 + 2), row(i0 + 3)];
-                        for t in (t0..t4).step_by(4) {
-                            let o = d44(ws, [a(t), a(t + 1), a(t + 2), a(t + 3)]);
-                            for (j, o) in o.iter().enumerate() {
-                                let at = (i0 + j) * n_tokens + t;
-                                tmp[at..at + 4].copy_from_slice(o);
+                while four_rows && i0 + 4 <= rows {
+                    let ws = [row(i0), row(i0 + 1), row(i0 + 2), row(i0 + 3)];
+                    let tmp = &mut tmp[i0 * n_tokens..(i0 + 4) * n_tokens];
+                    let mut t = t0;
+                    while t < t1 {
+                        t += match ((t1 - t).min(4), r4xt, dot4) {
+                            (4, R4Tokens { t4: Some(f), .. }, _) => put_r4(
+                                tmp,
+                                n_tokens,
+                                t,
+                                f(ws, [a(t), a(t + 1), a(t + 2), a(t + 3)]),
+                            ),
+                            (4, _, Some(d4)) => {
+                                let o = ws.map(|wr| d4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)]));
+                                put_r4(tmp, n_tokens, t, o)
                             }
-                        }
-                        // Tokens past the last group of four (a batch of 2, 3, 5, ...
-                        // sequences): four rows per single-token kernel call where there is one.
-                        for t in t4..t1 {
-                            let o = match dot_r4 {
-                                Some(d4) => d4(ws, a(t)),
-                                None => ws.map(|wr| dot(wr, a(t))),
-                            };
-                            for (j, o) in o.iter().enumerate() {
-                                tmp[(i0 + j) * n_tokens + t] = *o;
+                            (3, R4Tokens { t3: Some(f), .. }, _) => {
+                                put_r4(tmp, n_tokens, t, f(ws, [a(t), a(t + 1), a(t + 2)]))
                             }
-                        }
-                        i0 += 4;
+                            (2.., R4Tokens { t2: Some(f), .. }, _) => {
+                                put_r4(tmp, n_tokens, t, f(ws, [a(t), a(t + 1)]))
+                            }
+                            _ => {
+                                let o = match dot_r4 {
+                                    Some(d4) => d4(ws, a(t)),
+                                    None => ws.map(|wr| dot(wr, a(t))),
+                                };
+                                put_r4(tmp, n_tokens, t, o.map(|o| [o]))
+                            }
+                        };
                     }
-                }
-                // Without a four-row, four-token kernel: four-token kernels row by row, and
-                // the remaining tokens four rows at a time.
-                if let (None, Some(d4r)) = (dot44, dot_r4) {
-                    let t4 = t0 + (t1 - t0) / 4 * 4;
-                    while i0 + 4 <= rows {
-                        let ws = [row(i0), row(i0 + 1), row(i0 + 2), row(i0 + 3)];
-                        for (j, wr) in ws.iter().enumerate() {
-                            let out = &mut tmp[(i0 + j) * n_tokens..(i0 + j + 1) * n_tokens];
-                            for t in (t0..t4).step_by(4) {
-                                out[t..t + 4].copy_from_slice(&match dot4 {
-                                    Some(d4) => d4(wr, [a(t), a(t + 1), a(t + 2), a(t + 3)]),
-                                    None => [t, t + 1, t + 2, t + 3].map(|t| dot(wr, a(t))),
-                                });
-                            }
-                        }
-                        for t in t4..t1 {
-                            for (j, o) in d4r(ws, a(t)).iter().enumerate() {
-                                tmp[(i0 + j) * n_tokens + t] = *o;
-                            }
-                        }
-                        i0 += 4;
-                    }
+                    i0 += 4;
                 }
                 for i in i0..rows {
-                    let wr = &w[(r0 + i) * nb..(r0 + i + 1) * nb];
+                    let wr = row(i);
                     let out = &mut tmp[i * n_tokens..(i + 1) * n_tokens];
                     let mut t = t0;
                     if let Some(d4) = dot4 {
@@ -230,6 +218,15 @@ fn matmul_typed<B: GgmlBlock>(
             *o = tmp[r * n_tokens + t];
         }
     }
+}
+
+/// Writes a four-row kernel's `o[r][j]` (rows `r` of `tmp`, tokens `t + j`) into `tmp`, which
+/// holds four rows of `n_tokens` results; returns how many tokens that was.
+fn put_r4<const T: usize>(tmp: &mut [f32], n_tokens: usize, t: usize, o: [[f32; T]; 4]) -> usize {
+    for (tmp, o) in tmp.chunks_exact_mut(n_tokens).zip(o) {
+        tmp[t..t + T].copy_from_slice(&o);
+    }
+    T
 }
 
 #[cfg(test)]
@@ -254,7 +251,7 @@ mod tests {
             GgmlType::F16,
             GgmlType::F32,
         ] {
-            for n_tokens in [2usize, 3, 5, 7] {
+            for n_tokens in [2usize, 3, 4, 5, 6, 7, 8] {
                 let n_k = 512;
                 let n_rows = 37;
                 let wf: Vec<f32> = (0..n_k * n_rows).map(|_| lcg(&mut seed)).collect();

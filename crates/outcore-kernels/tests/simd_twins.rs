@@ -6,6 +6,7 @@
 use outcore_format::TensorView;
 use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
 use outcore_kernels::matmul::matmul_with;
+use outcore_kernels::quant::VecDotR4XtFn;
 use outcore_kernels::{
     quantize_activation_with, quantize_row, row_bytes, vec_dot_type, vec_dot_with, GgmlType,
 };
@@ -98,7 +99,9 @@ fn vec_dot_simd_equals_scalar_bit_for_bit() {
 fn sanitize_scales(ty: GgmlType, w: &mut [u8]) {
     let offs: &[usize] = match ty {
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 => &[0],
-        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q5_K => &[0, 2],
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q8_1 | GgmlType::Q4_K | GgmlType::Q5_K => {
+            &[0, 2]
+        }
         GgmlType::Q2_K => &[80, 82],
         GgmlType::Q3_K => &[108],
         GgmlType::Q6_K => &[208],
@@ -183,7 +186,7 @@ fn matmul_at_every_level_equals_scalar_single_dots() {
             bytes: &w,
         };
         let rb = row_bytes(ty, n_k).unwrap();
-        for n_tokens in [1usize, 3, 4, 5, 9, 21] {
+        for n_tokens in [1usize, 2, 3, 4, 5, 6, 7, 9, 21] {
             let x = rng.row(n_k * n_tokens);
             let vd = vec_dot_type(ty);
             let mut want = vec![0f32; n_tokens * n_rows];
@@ -373,57 +376,105 @@ fn k_quant_r4_kernels_equal_single_rows_bit_for_bit() {
     }
 }
 
-/// The four-row, four-token Q4_1 kernel (batched decode) equals sixteen single calls of its
-/// level and of the scalar twin.
+/// `n` rows of `ty` with `nb` blocks each: quantized random floats (activation types with the
+/// scalar activation quantizer), or raw random bytes with finite scales when `raw`.
+fn block_rows<B: bytemuck::Pod>(
+    rng: &mut Rng,
+    ty: GgmlType,
+    nb: usize,
+    n: usize,
+    raw: bool,
+) -> Vec<Vec<B>> {
+    let len = nb * ty.block_size();
+    (0..n)
+        .map(|_| {
+            let mut b = vec![0u8; row_bytes(ty, len).unwrap()];
+            if matches!(ty, GgmlType::Q8_1) {
+                quantize_activation_with(scalar(), ty, &rng.row(len), &mut b).unwrap();
+            } else {
+                quantize_row(ty, &rng.row(len), &mut b).unwrap();
+            }
+            if raw {
+                for v in b.iter_mut() {
+                    *v = (rng.u32() & 0xFF) as u8;
+                }
+                sanitize_scales(ty, &mut b);
+            }
+            bytemuck::pod_collect_to_vec(&b)
+        })
+        .collect()
+}
+
+/// Checks a four-row, `T`-token kernel against `4 * T` single calls of its level and of the
+/// scalar twin; returns 1 if the kernel is there, 0 if not.
+fn check_r4xt<W, A, const T: usize>(
+    kernel: Option<VecDotR4XtFn<W, A, T>>,
+    single: fn(&[W], &[A]) -> f32,
+    scalar_single: fn(&[W], &[A]) -> f32,
+    rows: &[Vec<W>],
+    acts: &[Vec<A>],
+    ctx: &str,
+) -> usize {
+    let Some(kernel) = kernel else {
+        return 0;
+    };
+    let got = kernel(
+        [&rows[0], &rows[1], &rows[2], &rows[3]],
+        std::array::from_fn(|t| &acts[t][..]),
+    );
+    for r in 0..4 {
+        for t in 0..T {
+            let want = scalar_single(&rows[r], &acts[t]);
+            let one = single(&rows[r], &acts[t]);
+            assert_eq!(
+                one.to_bits(),
+                want.to_bits(),
+                "{ctx} r{r} t{t}: single {one} vs {want}"
+            );
+            assert_eq!(
+                got[r][t].to_bits(),
+                want.to_bits(),
+                "{ctx} r4x{T} r{r} t{t}: {} vs {want}",
+                got[r][t]
+            );
+        }
+    }
+    1
+}
+
+/// The four-row, 2/3/4-token kernels (batched decode) of Q4_1 and Q8_0 equal the single calls
+/// of their level and of the scalar twin, on quantized data and on raw random bytes.
 #[test]
-fn r4x4_kernel_equals_single_dots_bit_for_bit() {
-    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_1};
+fn r4xt_kernels_equal_single_dots_bit_for_bit() {
+    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
     let mut rng = Rng(0x853C49E6748FEA9B);
     let s = scalar();
     for k in simd_levels() {
-        let Some(r4x4) = k.q4_1_q8_1_r4x4 else {
-            continue;
-        };
+        let mut checked = [0usize; 2];
         for nb in [1usize, 2, 5, 18] {
-            let n = nb * 32;
-            let rows: Vec<Vec<BlockQ4_1>> = (0..4)
-                .map(|_| {
-                    let mut b = vec![0u8; row_bytes(GgmlType::Q4_1, n).unwrap()];
-                    quantize_row(GgmlType::Q4_1, &rng.row(n), &mut b).unwrap();
-                    bytemuck::pod_collect_to_vec(&b)
-                })
-                .collect();
-            let acts: Vec<Vec<BlockQ8_1>> = (0..4)
-                .map(|_| {
-                    let mut a = vec![0u8; row_bytes(GgmlType::Q8_1, n).unwrap()];
-                    quantize_activation_with(s, GgmlType::Q8_1, &rng.row(n), &mut a).unwrap();
-                    bytemuck::pod_collect_to_vec(&a)
-                })
-                .collect();
-            let got = r4x4(
-                [&rows[0], &rows[1], &rows[2], &rows[3]],
-                [&acts[0], &acts[1], &acts[2], &acts[3]],
-            );
-            for r in 0..4 {
-                for t in 0..4 {
-                    let want = (s.q4_1_q8_1)(&rows[r], &acts[t]);
-                    let one = (k.q4_1_q8_1)(&rows[r], &acts[t]);
-                    assert_eq!(
-                        one.to_bits(),
-                        want.to_bits(),
-                        "{:?} nb={nb} r{r} t{t}",
-                        k.level
-                    );
-                    assert_eq!(
-                        got[r][t].to_bits(),
-                        want.to_bits(),
-                        "{:?} r4x4 nb={nb} r{r} t{t}: {} vs {want}",
-                        k.level,
-                        got[r][t]
-                    );
-                }
+            for raw in [false, true] {
+                let ctx = format!("{:?} q4_1 nb={nb} raw={raw}", k.level);
+                let rows = block_rows::<BlockQ4_1>(&mut rng, GgmlType::Q4_1, nb, 4, raw);
+                let acts = block_rows::<BlockQ8_1>(&mut rng, GgmlType::Q8_1, nb, 4, raw);
+                let (f, sf, r4) = (k.q4_1_q8_1, s.q4_1_q8_1, k.q4_1_q8_1_r4xt);
+                checked[0] += check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
+                    + check_r4xt(r4.t3, f, sf, &rows, &acts, &ctx)
+                    + check_r4xt(r4.t4, f, sf, &rows, &acts, &ctx);
+
+                let ctx = format!("{:?} q8_0 nb={nb} raw={raw}", k.level);
+                let rows = block_rows::<BlockQ8_0>(&mut rng, GgmlType::Q8_0, nb, 4, raw);
+                let acts = block_rows::<BlockQ8_0>(&mut rng, GgmlType::Q8_0, nb, 4, raw);
+                let (f, sf, r4) = (k.q8_0_q8_0, s.q8_0_q8_0, k.q8_0_q8_0_r4xt);
+                checked[1] += check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
+                    + check_r4xt(r4.t3, f, sf, &rows, &acts, &ctx)
+                    + check_r4xt(r4.t4, f, sf, &rows, &acts, &ctx);
             }
         }
+        if k.level == CpuLevel::Avx512 {
+            // 4 lengths x {quantized, raw} x {2, 3, 4} tokens, for each type.
+            assert_eq!(checked, [24, 24], "AVX-512 r4xt kernels missing");
+        }
+        eprintln!("{:?}: r4xt kernels checked {checked:?}", k.level);
     }
 }
 

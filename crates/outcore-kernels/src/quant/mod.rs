@@ -65,9 +65,53 @@ pub type VecDotX4Fn<W, A> = fn(&[W], [&[A]; 4]) -> [f32; 4];
 /// products run four independent accumulation chains instead of one latency-bound chain.
 pub type VecDotR4Fn<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 
-/// Four weight rows times four activation rows: `out[r][t]`, the same bits as sixteen single
-/// calls (batched decode of four sequences).
-pub type VecDotR4X4Fn<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
+/// Four weight rows times `T` activation rows: `out[r][t]`, the same bits as `4 * T` single
+/// calls (batched decode of `T` sequences).
+pub type VecDotR4XtFn<W, A, const T: usize> = fn([&[W]; 4], [&[A]; T]) -> [[f32; T]; 4];
+
+/// Four weight rows times four activation rows (batched decode of four sequences).
+pub type VecDotR4X4Fn<W, A> = VecDotR4XtFn<W, A, 4>;
+
+/// A type's four-row kernels for 2, 3 and 4 tokens, where a level has them: `matmul` runs the
+/// tokens of a batch in groups of four and the remainder through the kernel of its size, so a
+/// batch of 3 sequences reads the weights once rather than three times.
+pub struct R4Tokens<W: 'static, A: 'static> {
+    pub t2: Option<VecDotR4XtFn<W, A, 2>>,
+    pub t3: Option<VecDotR4XtFn<W, A, 3>>,
+    pub t4: Option<VecDotR4XtFn<W, A, 4>>,
+}
+
+impl<W, A> R4Tokens<W, A> {
+    /// No multi-token four-row kernels.
+    pub const NONE: Self = R4Tokens {
+        t2: None,
+        t3: None,
+        t4: None,
+    };
+
+    /// Whether any of the kernels is there.
+    pub fn any(&self) -> bool {
+        self.t2.is_some() || self.t3.is_some() || self.t4.is_some()
+    }
+}
+
+// Function pointers are `Copy` whatever `W` and `A` are (a derive would require `W: Copy`).
+impl<W, A> Clone for R4Tokens<W, A> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<W, A> Copy for R4Tokens<W, A> {}
+
+impl<W, A> std::fmt::Debug for R4Tokens<W, A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("R4Tokens")
+            .field("t2", &self.t2.is_some())
+            .field("t3", &self.t3.is_some())
+            .field("t4", &self.t4.is_some())
+            .finish()
+    }
+}
 
 /// An activation quantizer: f32 row -> blocks (row length = blocks * BLOCK).
 pub type QuantizeFn<A> = fn(&[f32], &mut [A]);
@@ -115,10 +159,10 @@ pub trait GgmlBlock: Pod + Send + Sync {
         None
     }
 
-    /// A four-weight-row, four-activation-row kernel for this CPU, if it has one (bit-identical
-    /// to sixteen [`GgmlBlock::vec_dot_fn`] calls).
-    fn vec_dot_r4x4_fn(_k: &KernelTable) -> Option<VecDotR4X4Fn<Self, Self::Dot>> {
-        None
+    /// The four-weight-row kernels for 2, 3 and 4 activation rows this CPU has (each
+    /// bit-identical to the [`GgmlBlock::vec_dot_fn`] calls it replaces).
+    fn vec_dot_r4xt_fns(_k: &KernelTable) -> R4Tokens<Self, Self::Dot> {
+        R4Tokens::NONE
     }
 
     /// The activation quantizer chosen for this CPU.

@@ -108,8 +108,8 @@ impl GgmlBlock for BlockQ4_1 {
         k.q4_1_q8_1_x4
     }
 
-    fn vec_dot_r4x4_fn(k: &KernelTable) -> Option<super::VecDotR4X4Fn<Self, BlockQ8_1>> {
-        k.q4_1_q8_1_r4x4
+    fn vec_dot_r4xt_fns(k: &KernelTable) -> super::R4Tokens<Self, BlockQ8_1> {
+        k.q4_1_q8_1_r4xt
     }
 
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_1> {

@@ -105,6 +105,10 @@ impl GgmlBlock for BlockQ8_0 {
         k.q8_0_q8_0_x4
     }
 
+    fn vec_dot_r4xt_fns(k: &KernelTable) -> super::R4Tokens<Self, Self> {
+        k.q8_0_q8_0_r4xt
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {
         k.q8_0_q8_0
     }

@@ -16,7 +16,7 @@ use half::{bf16, f16};
 use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::{
     q3_k, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1,
-    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
+    BlockQ6K, BlockQ8K, BlockQ8_0, BlockQ8_1, R4Tokens, QK_K,
 };
 
 /// Whether this CPU has every feature these kernels use.
@@ -536,24 +536,25 @@ macro_rules! block32_kernels {
         }
 
         /// # Safety
-        /// As [`vec_dot_q4_1_q8_1_x4_impl`] for four weight rows at once: each (row, token)
-        /// runs the x4 kernel's steps, so `out[r][t]` has the bits of the single-row kernel; the
-        /// activation blocks are loaded once for the four rows. Only the AVX-512 table uses it:
-        /// with AVX2's 16 registers its 20 accumulators spill and it is slower than x4 (demo
-        /// model, 4 tokens: 15.0 vs 14.3 ms; AVX-512: 12.5 vs 13.5 ms).
+        /// As [`vec_dot_q4_1_q8_1_x4_impl`] for four weight rows and `T` (1..=4) tokens at once:
+        /// each (row, token) runs the x4 kernel's steps, so `out[r][t]` has the bits of the
+        /// single-row kernel; the activation blocks are loaded once for the four rows. Only the
+        /// AVX-512 table uses it: with AVX2's 16 registers the 20 accumulators of `T = 4` spill
+        /// and it is slower than x4 (demo model, 4 tokens: 15.0 vs 14.3 ms; AVX-512: 12.5 vs
+        /// 13.5 ms).
         #[allow(dead_code)]
         #[target_feature(enable = $feat)]
         #[target_feature(enable = "fma")]
-        unsafe fn vec_dot_q4_1_q8_1_r4x4_impl(
+        unsafe fn vec_dot_q4_1_q8_1_r4xt_impl<const T: usize>(
             xs: [&[BlockQ4_1]; 4],
-            ys: [&[BlockQ8_1]; 4],
-        ) -> [[f32; 4]; 4] {
+            ys: [&[BlockQ8_1]; T],
+        ) -> [[f32; T]; 4] {
             let nb = ys
                 .iter()
                 .fold(xs.iter().fold(usize::MAX, |n, x| n.min(x.len())), |n, y| {
                     n.min(y.len())
                 });
-            let mut acc = [[_mm256_setzero_ps(); 4]; 4];
+            let mut acc = [[_mm256_setzero_ps(); T]; 4];
             // Per row: lane 2t+1 holds token t's running `m * s` sum; even lanes are unused.
             let mut summs = [_mm256_setzero_ps(); 4];
             let pair = |a: half::f16, b: half::f16| {
@@ -561,13 +562,13 @@ macro_rules! block32_kernels {
             };
             for i in 0..nb {
                 super::avx2::prefetch_rows(&xs, i);
-                let ds = _mm256_cvtph_ps(_mm_setr_epi32(
-                    pair(ys[0][i].d, ys[0][i].s),
-                    pair(ys[1][i].d, ys[1][i].s),
-                    pair(ys[2][i].d, ys[2][i].s),
-                    pair(ys[3][i].d, ys[3][i].s),
-                ));
-                let mut b = [_mm256_setzero_si256(); 4];
+                // The tokens' [d, s] pairs, converted together (lanes past T stay zero).
+                let mut p = [0i32; 4];
+                for t in 0..T {
+                    p[t] = pair(ys[t][i].d, ys[t][i].s);
+                }
+                let ds = _mm256_cvtph_ps(_mm_setr_epi32(p[0], p[1], p[2], p[3]));
+                let mut b = [_mm256_setzero_si256(); T];
                 for (b, y) in b.iter_mut().zip(ys) {
                     // SAFETY: 32 readable bytes.
                     *b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
@@ -580,7 +581,7 @@ macro_rules! block32_kernels {
                     let mx = _mm256_broadcastss_ps(_mm_movehdup_ps(dm));
                     summs[r] = _mm256_fmadd_ps(mx, ds, summs[r]);
                     let dd = _mm256_mul_ps(dx, ds);
-                    for t in 0..4 {
+                    for t in 0..T {
                         let ddt = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(2 * t as i32));
                         acc[r][t] = _mm256_fmadd_ps(
                             ddt,
@@ -590,13 +591,66 @@ macro_rules! block32_kernels {
                     }
                 }
             }
-            let mut out = [[0f32; 4]; 4];
+            let mut out = [[0f32; T]; 4];
             for r in 0..4 {
                 let mut sm = [0f32; 8];
                 // SAFETY: `sm` is 32 writable bytes.
                 unsafe { _mm256_storeu_ps(sm.as_mut_ptr(), summs[r]) };
-                for t in 0..4 {
+                for t in 0..T {
                     out[r][t] = super::avx2::hsum_f32x8(acc[r][t]) + sm[2 * t + 1];
+                }
+            }
+            out
+        }
+
+        /// # Safety
+        /// As [`vec_dot_q8_0_q8_0_impl`] for four weight rows and `T` (1..=4) tokens at once:
+        /// each (row, token) runs the single-row kernel's steps (`dx * dy` rounded once, one FMA
+        /// per block into eight lanes, `hsum_f32x8`), so `out[r][t]` has its bits; each weight
+        /// and activation block is loaded once.
+        #[allow(dead_code)]
+        #[target_feature(enable = $feat)]
+        #[target_feature(enable = "fma")]
+        unsafe fn vec_dot_q8_0_q8_0_r4xt_impl<const T: usize>(
+            xs: [&[BlockQ8_0]; 4],
+            ys: [&[BlockQ8_0]; T],
+        ) -> [[f32; T]; 4] {
+            let nb = ys
+                .iter()
+                .fold(xs.iter().fold(usize::MAX, |n, x| n.min(x.len())), |n, y| {
+                    n.min(y.len())
+                });
+            let mut acc = [[_mm256_setzero_ps(); T]; 4];
+            for i in 0..nb {
+                super::avx2::prefetch_rows(&xs, i);
+                // The tokens' scales, converted together (lanes past T stay zero).
+                let mut d = [half::f16::ZERO; 4];
+                for t in 0..T {
+                    d[t] = ys[t][i].d;
+                }
+                let dy = super::avx2::f16x4(d);
+                let mut b = [_mm256_setzero_si256(); T];
+                for (b, y) in b.iter_mut().zip(ys) {
+                    // SAFETY: qs are 32 readable bytes.
+                    *b = unsafe { super::avx2::load256(y[i].qs.as_ptr() as *const u8) };
+                }
+                for r in 0..4 {
+                    let x = &xs[r][i];
+                    // SAFETY: qs are 32 readable bytes.
+                    let a = unsafe { super::avx2::load256(x.qs.as_ptr() as *const u8) };
+                    let dd = _mm_mul_ps(_mm_set1_ps(super::avx2::h2f(x.d)), dy);
+                    let dd = _mm256_castps128_ps256(dd);
+                    for t in 0..T {
+                        let ddt = _mm256_permutevar8x32_ps(dd, _mm256_set1_epi32(t as i32));
+                        acc[r][t] =
+                            _mm256_fmadd_ps(ddt, _mm256_cvtepi32_ps($dot_i8(a, b[t])), acc[r][t]);
+                    }
+                }
+            }
+            let mut out = [[0f32; T]; 4];
+            for r in 0..4 {
+                for t in 0..T {
+                    out[r][t] = super::avx2::hsum_f32x8(acc[r][t]);
                 }
             }
             out
@@ -1206,7 +1260,8 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_r4: Some(vec_dot_q4_1_q8_1_r4),
     q4_k_q8_k_r4: Some(vec_dot_q4_k_q8_k_r4),
     q6_k_q8_k_r4: Some(vec_dot_q6_k_q8_k_r4),
-    q4_1_q8_1_r4x4: None,
+    q4_1_q8_1_r4xt: R4Tokens::NONE,
+    q8_0_q8_0_r4xt: R4Tokens::NONE,
     attn_scores,
     attn_values,
     softmax,

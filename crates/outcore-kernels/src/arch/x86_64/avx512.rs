@@ -13,7 +13,8 @@ use std::arch::x86_64::*;
 use super::avx2::{block32_kernels, k45_kernels, safe_wrappers_x4, AVX2_TABLE};
 use crate::dispatch::{CpuLevel, KernelTable};
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1, QK_K,
+    BlockQ4_0, BlockQ4_1, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ8K, BlockQ8_0, BlockQ8_1, R4Tokens,
+    QK_K,
 };
 
 /// Whether this CPU has every feature these kernels use.
@@ -151,9 +152,20 @@ fn vec_dot_q4_1_q8_1_r4(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {
     unsafe { vec_dot_q4_1_q8_1_r4_impl(xs, y) }
 }
 
-fn vec_dot_q4_1_q8_1_r4x4(xs: [&[BlockQ4_1]; 4], ys: [&[BlockQ8_1]; 4]) -> [[f32; 4]; 4] {
+fn vec_dot_q4_1_q8_1_r4xt<const T: usize>(
+    xs: [&[BlockQ4_1]; 4],
+    ys: [&[BlockQ8_1]; T],
+) -> [[f32; T]; 4] {
     // SAFETY: as above.
-    unsafe { vec_dot_q4_1_q8_1_r4x4_impl(xs, ys) }
+    unsafe { vec_dot_q4_1_q8_1_r4xt_impl::<T>(xs, ys) }
+}
+
+fn vec_dot_q8_0_q8_0_r4xt<const T: usize>(
+    xs: [&[BlockQ8_0]; 4],
+    ys: [&[BlockQ8_0]; T],
+) -> [[f32; T]; 4] {
+    // SAFETY: as above.
+    unsafe { vec_dot_q8_0_q8_0_r4xt_impl::<T>(xs, ys) }
 }
 
 static TABLE: KernelTable = TABLE_FIELDS;
@@ -183,7 +195,16 @@ const TABLE_FIELDS: KernelTable = KernelTable {
     q5_1_q8_1_x4: Some(vec_dot_q5_1_q8_1_x4),
     q8_0_q8_0_r4: Some(vec_dot_q8_0_q8_0_r4),
     q4_1_q8_1_r4: Some(vec_dot_q4_1_q8_1_r4),
-    q4_1_q8_1_r4x4: Some(vec_dot_q4_1_q8_1_r4x4),
+    q4_1_q8_1_r4xt: R4Tokens {
+        t2: Some(vec_dot_q4_1_q8_1_r4xt::<2>),
+        t3: Some(vec_dot_q4_1_q8_1_r4xt::<3>),
+        t4: Some(vec_dot_q4_1_q8_1_r4xt::<4>),
+    },
+    q8_0_q8_0_r4xt: R4Tokens {
+        t2: Some(vec_dot_q8_0_q8_0_r4xt::<2>),
+        t3: Some(vec_dot_q8_0_q8_0_r4xt::<3>),
+        t4: Some(vec_dot_q8_0_q8_0_r4xt::<4>),
+    },
     ..AVX2_TABLE
 };
 
