@@ -1,7 +1,8 @@
-//! Weight bytes per second of one dot product per type and kernel level, and of a matmul of a
-//! demo-model-sized weight (576 x 1536) for 1 and 64 tokens.
+//! Weight bytes per second of one dot product per type and kernel level, of a matmul of a
+//! demo-model-sized weight (576 x 1536) for 1 and 64 tokens, and (block, token) products per
+//! second of the four-row kernels for 1..4 tokens on rows that stay in L1 (their compute speed).
 //!
-//! `cargo bench -p outcore-kernels --bench vec_dot`
+//! `cargo bench -p outcore-kernels --bench vec_dot [-- FILTER]`
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use outcore_format::TensorView;
@@ -88,5 +89,95 @@ fn bench_matmul(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_vec_dot, bench_matmul);
+/// Four demo-model-length rows (576) times 1..4 tokens through the four-row kernels of this
+/// CPU's table (`r4` for one token), in L1: elements are (block, row, token) products.
+fn bench_r4xt(c: &mut Criterion) {
+    use outcore_kernels::kernels;
+    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+    let n = 576;
+    let nb = n / 32;
+    let k = kernels();
+    let mut g = c.benchmark_group("r4xt_576");
+    let rows = |ty: GgmlType, seed: u32| -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|r| {
+                let mut w = vec![0u8; row_bytes(ty, n).unwrap()];
+                quantize_row(ty, &data(n, seed + r), &mut w).unwrap();
+                w
+            })
+            .collect()
+    };
+    let acts = |ty: GgmlType| -> Vec<Vec<u8>> {
+        (0..4)
+            .map(|t| {
+                let mut a = vec![0u8; row_bytes(ty, n).unwrap()];
+                quantize_activation_with(k, ty, &data(n, 11 + t), &mut a).unwrap();
+                a
+            })
+            .collect()
+    };
+    macro_rules! run {
+        ($name:literal, $W:ty, $A:ty, $wty:expr, $aty:expr, $r4:expr, $r4xt:expr) => {{
+            let w = rows($wty, 1);
+            let a = acts($aty);
+            let w: Vec<&[$W]> = w.iter().map(|w| bytemuck::cast_slice(w)).collect();
+            let a: Vec<&[$A]> = a.iter().map(|a| bytemuck::cast_slice(a)).collect();
+            let ws = [w[0], w[1], w[2], w[3]];
+            for t in 1..=4usize {
+                g.throughput(Throughput::Elements((4 * t * nb) as u64));
+                let id = BenchmarkId::new($name, format!("{t}tok"));
+                let r4xt = $r4xt;
+                match t {
+                    1 => {
+                        if let Some(f) = $r4 {
+                            g.bench_function(id, |b| b.iter(|| f(black_box(ws), black_box(a[0]))));
+                        }
+                    }
+                    2 => {
+                        if let Some(f) = r4xt.t2 {
+                            g.bench_function(id, |b| {
+                                b.iter(|| f(black_box(ws), black_box([a[0], a[1]])))
+                            });
+                        }
+                    }
+                    3 => {
+                        if let Some(f) = r4xt.t3 {
+                            g.bench_function(id, |b| {
+                                b.iter(|| f(black_box(ws), black_box([a[0], a[1], a[2]])))
+                            });
+                        }
+                    }
+                    _ => {
+                        if let Some(f) = r4xt.t4 {
+                            g.bench_function(id, |b| {
+                                b.iter(|| f(black_box(ws), black_box([a[0], a[1], a[2], a[3]])))
+                            });
+                        }
+                    }
+                }
+            }
+        }};
+    }
+    run!(
+        "q4_1",
+        BlockQ4_1,
+        BlockQ8_1,
+        GgmlType::Q4_1,
+        GgmlType::Q8_1,
+        k.q4_1_q8_1_r4,
+        k.q4_1_q8_1_r4xt
+    );
+    run!(
+        "q8_0",
+        BlockQ8_0,
+        BlockQ8_0,
+        GgmlType::Q8_0,
+        GgmlType::Q8_0,
+        k.q8_0_q8_0_r4,
+        k.q8_0_q8_0_r4xt
+    );
+    g.finish();
+}
+
+criterion_group!(benches, bench_vec_dot, bench_matmul, bench_r4xt);
 criterion_main!(benches);

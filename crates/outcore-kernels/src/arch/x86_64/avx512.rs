@@ -1,7 +1,8 @@
 //! AVX-512 kernels (F, BW, VL, VNNI): the 32-element-block dot products use `vpdpbusd`
 //! (u8 x i8 -> i32, four products per lane, no i16 intermediate) in place of AVX2's
 //! `maddubs` + `madd`; with VBMI, Q4_K/Q5_K/Q6_K have their own kernels (`kquant` for Q4_K and
-//! Q6_K, zmm-wide, one and four rows at a time); the other types use the AVX2 kernels. Results
+//! Q6_K, zmm-wide, one and four rows at a time); Q4_1 has its four-row kernels of batched decode
+//! in `q4_1_rows`; the other types use the AVX2 kernels. Results
 //! are bit-identical to the scalar twins, like every level (integer sums are exact, float steps
 //! keep the scalar order).
 //!
@@ -86,6 +87,7 @@ mod vbmi {
 }
 
 mod kquant;
+mod q4_1_rows;
 
 /// The VBMI Q4_K/Q6_K kernels of [`kquant`]; like [`vbmi`], only reachable through `TABLE_VBMI`.
 mod kquant_entry {
@@ -157,7 +159,7 @@ fn vec_dot_q4_1_q8_1_r4xt<const T: usize>(
     ys: [&[BlockQ8_1]; T],
 ) -> [[f32; T]; 4] {
     // SAFETY: as above.
-    unsafe { vec_dot_q4_1_q8_1_r4xt_impl::<T>(xs, ys) }
+    unsafe { q4_1_rows::q4_1_r4xt::<T>(xs, ys) }
 }
 
 fn vec_dot_q8_0_q8_0_r4xt<const T: usize>(
