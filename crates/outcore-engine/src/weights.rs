@@ -58,23 +58,25 @@ pub struct LayerWeights {
 }
 
 impl LayerWeights {
-    /// The attention block's tensors (norm, q/k/v/o, biases): one streaming unit.
+    /// The attention block's tensors in the order the forward pass uses them (norm, q/k/v,
+    /// biases, o): one streaming unit, streamed piece by piece in this order.
     pub fn attention(&self) -> impl Iterator<Item = &WRef> {
         [
             Some(&self.attn_norm),
             Some(&self.wq),
             Some(&self.wk),
             Some(&self.wv),
-            Some(&self.wo),
             self.bq.as_ref(),
             self.bk.as_ref(),
             self.bv.as_ref(),
+            Some(&self.wo),
         ]
         .into_iter()
         .flatten()
     }
 
-    /// The feed-forward block's tensors (norm, gate, up, down): the other streaming unit.
+    /// The feed-forward block's tensors in the order the forward pass uses them (norm, gate, up,
+    /// down): the other streaming unit.
     pub fn feed_forward(&self) -> impl Iterator<Item = &WRef> {
         [&self.ffn_norm, &self.w_gate, &self.w_up, &self.w_down].into_iter()
     }

@@ -42,6 +42,8 @@ struct Report {
     limits: MemLimits,
     plan: Plan,
     ring_buffers: usize,
+    /// The largest streamed piece (one ring buffer).
+    max_piece_bytes: u64,
     mem_bw_bytes_per_s: Option<f64>,
     disk: Option<DiskBandwidth>,
     predicted_tokens_per_s: Option<f64>,
@@ -61,7 +63,7 @@ pub fn run(args: &PlanArgs) -> Result<()> {
     let mut opts = args.model.options()?;
     opts.n_ctx_hint = n_ctx;
     let limits = MemLimits::probe().context("cannot read the memory limits from /proc and /sys")?;
-    let (plan, ring) = plan_load(
+    let (plan, setup) = plan_load(
         model.source(),
         &model.config,
         &model.weights,
@@ -72,8 +74,9 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         model.source(),
         &model.config,
         &model.weights,
-        opts.cache_type,
+        &opts,
         n_ctx,
+        setup.ubatch,
     );
 
     let (mem_bw, disk) = if args.no_probe {
@@ -98,7 +101,8 @@ pub fn run(args: &PlanArgs) -> Result<()> {
         scratch_bytes: plan.scratch_bytes,
         limits,
         plan,
-        ring_buffers: ring,
+        ring_buffers: setup.ring,
+        max_piece_bytes: sizes.max_piece_bytes,
         mem_bw_bytes_per_s: mem_bw,
         disk,
         predicted_tokens_per_s: predicted,
@@ -212,11 +216,12 @@ fn print_text(r: &Report) {
             resident_layers,
             streamed_layers,
         } => format!(
-            "stream: layers {:?} resident, {:?} streamed, {} ring buffer(s) of {}",
+            "stream: layers {:?} resident, {:?} streamed, {} ring buffer(s) of {}, {} in flight",
             resident_layers,
             streamed_layers,
             r.ring_buffers,
-            b(p.window_bytes / r.ring_buffers.max(1) as u64)
+            b(r.max_piece_bytes),
+            b(p.window_bytes)
         ),
     };
     println!("mode:         {mode}");

@@ -69,7 +69,23 @@ pub fn run(args: &RunArgs) -> Result<()> {
         (None, None) => None,
     };
     let before = ProcessStats::now().ok();
-    let model = args.model.open()?;
+    // A run reaches at most its prompt and -n more positions, so the plan counts the KV cache of
+    // those (a token covers at least one byte of text; a few for BOS/EOS and a prefix space),
+    // not of all of -c. With --chat the template's length is unknown until the model is open:
+    // all of -c.
+    let mut opts = args.model.options()?;
+    let prompt_bound = match (&text, &args.ids, args.chat) {
+        (Some(t), None, false) => Some(t.len() + 8),
+        (None, Some(ids), _) => Some(ids.split(',').count()),
+        _ => None,
+    };
+    if let Some(p) = prompt_bound {
+        opts.n_ctx_hint = opts
+            .n_ctx_hint
+            .min(p.saturating_add(args.n_predict as usize));
+    }
+    let model = Model::load(&args.model.model, &opts)
+        .with_context(|| format!("cannot load model {}", args.model.model.display()))?;
     let n_ctx = args.model.n_ctx(&model)?;
     print_plan(&model, args.stats);
     let text = match (text, args.chat) {
@@ -95,7 +111,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
         stop: args.stop.clone(),
         ignore_eos: args.ignore_eos,
     };
-    let mut state = model.new_state(n_ctx);
+    // The KV cache holds the positions this run can reach (the prompt, then -n tokens).
+    let mut state = model.new_state(n_ctx.min(ids.len().saturating_add(args.n_predict as usize)));
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if !args.no_echo {

@@ -82,8 +82,8 @@ pub struct ModelSizes {
     /// Activation and logit buffers, see [`scratch_estimate`].
     pub scratch_bytes: u64,
     /// The largest piece streamed at once (a streaming buffer's size: the residency manager
-    /// streams half layers); 0 = whole layers.
-    pub max_unit_bytes: u64,
+    /// streams pieces of whole tensors); 0 = whole layers.
+    pub max_piece_bytes: u64,
 }
 
 impl ModelSizes {
@@ -103,7 +103,7 @@ impl ModelSizes {
             other_bytes: 0,
             kv_bytes_per_token,
             scratch_bytes,
-            max_unit_bytes: 0,
+            max_piece_bytes: 0,
         };
         for (name, bytes) in tensors {
             let name = name.as_ref();
@@ -278,8 +278,8 @@ pub fn plan(sizes: &ModelSizes, limits: &MemLimits, req: &PlanRequest) -> Plan {
     let all = sizes.all_bytes();
     let hot_nl = sizes.hot_non_layer();
     let largest_layer = sizes.layer_bytes.iter().copied().max().unwrap_or(0);
-    // One streamed unit in flight: the largest layer, or the largest half when known.
-    let max_layer = match sizes.max_unit_bytes {
+    // One streamed piece in flight: the largest layer, or the largest piece when known.
+    let max_layer = match sizes.max_piece_bytes {
         0 => largest_layer,
         u => u.min(largest_layer),
     };
@@ -419,7 +419,7 @@ pub fn plan(sizes: &ModelSizes, limits: &MemLimits, req: &PlanRequest) -> Plan {
     let error = (limit < min_required).then(|| {
         format!(
             "not enough memory: {} available ({}) but even streaming every layer needs {} \
-             (KV cache {} + scratch {} + margin {} + hot non-layer tensors {} + largest streamed unit {})",
+             (KV cache {} + scratch {} + margin {} + hot non-layer tensors {} + largest streamed piece {})",
             b(limit),
             if limited_by_max_ram {
                 "--max-ram".to_string()
@@ -616,7 +616,7 @@ mod tests {
             other_bytes: 10 * MB,
             kv_bytes_per_token: 50_000,
             scratch_bytes: 10 * MB,
-            max_unit_bytes: 0,
+            max_piece_bytes: 0,
         }
     }
 
@@ -941,7 +941,7 @@ mod tests {
                 other_bytes: next(MB),
                 kv_bytes_per_token: next(200_000),
                 scratch_bytes: next(100 * MB),
-                max_unit_bytes: next(2) * next(200 * MB),
+                max_piece_bytes: next(2) * next(200 * MB),
             };
             let limits = MemLimits::unconstrained(next(12_000 * MB));
             let p = plan(&sizes, &limits, &PlanRequest::new(next(8192) as usize + 1));

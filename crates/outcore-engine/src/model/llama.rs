@@ -47,27 +47,30 @@ pub struct SeqBatch<'a> {
 
 /// Access to the bytes behind a `WRef`, unit by unit (a layer's attention or feed-forward block,
 /// or the output matrix; numbered by `residency::{attention_unit, feed_forward_unit,
-/// output_unit}`). `begin_unit` may hand out a streamed copy of the unit's bytes.
+/// output_unit}`). A streamed unit comes in pieces (whole tensors, in the order the forward pass
+/// uses them): `begin_unit` hands out the first, `next_piece` the following ones.
 pub trait WeightBytes: Sync {
     /// The bytes of `w` in the mapping.
     fn bytes(&self, w: &WRef) -> &[u8];
-    /// Called before unit `u` is computed; a streamed unit's bytes come back here.
+    /// Called before unit `u` is computed; a streamed unit's first piece comes back here.
     fn begin_unit(&self, _u: usize) -> Option<Filled> {
         None
     }
-    /// The bytes of `w` inside a streamed unit.
-    fn streamed<'a>(&'a self, _f: &'a Filled, _u: usize, _w: &WRef) -> Option<&'a [u8]> {
+    /// Gives `prev` back and returns the unit's next piece (None after its last).
+    fn next_piece(&self, _prev: Filled) -> Option<Filled> {
         None
     }
-    /// Called after unit `u` is done.
+    /// Called after unit `u` is done with the piece it holds, if any.
     fn end_unit(&self, _u: usize, _f: Option<Filled>) {}
 }
 
-/// Resolves weight bytes for one unit: from its streamed buffer when there is one, else the mapping.
+/// Resolves weight bytes for one unit: from its streamed pieces when it is streamed, else the
+/// mapping. Pieces are taken in order as the tensors are asked for; a tensor asked for after its
+/// piece was given back (never in this forward pass's order) is read through the mapping.
 struct UnitBytes<'a, B: WeightBytes + ?Sized> {
     src: &'a B,
     unit: usize,
-    filled: Option<Filled>,
+    filled: std::cell::RefCell<Option<Filled>>,
 }
 
 impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
@@ -75,64 +78,86 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
         UnitBytes {
             src,
             unit,
-            filled: src.begin_unit(unit),
+            filled: std::cell::RefCell::new(src.begin_unit(unit)),
         }
     }
 
-    fn get(&self, w: &WRef) -> &[u8] {
-        self.filled
+    /// Runs `f` on the bytes of `w`.
+    fn with<R>(&self, w: &WRef, f: impl FnOnce(&[u8]) -> R) -> R {
+        let mut cur = self.filled.borrow_mut();
+        loop {
+            match cur.as_ref() {
+                Some(p) if p.contains(w) => break,
+                Some(p) if !p.is_last() => {
+                    let prev = cur.take().expect("checked above");
+                    *cur = self.src.next_piece(prev);
+                }
+                // A resident unit, or `w` is not ahead in the stream: the mapping.
+                _ => return f(self.src.bytes(w)),
+            }
+        }
+        let bytes = cur
             .as_ref()
-            .and_then(|f| self.src.streamed(f, self.unit, w))
-            .unwrap_or_else(|| self.src.bytes(w))
-    }
-
-    fn view<'b>(&'b self, w: &'b WRef) -> TensorView<'b> {
-        TensorView {
-            name: "",
-            ty: w.ty,
-            shape: &w.ne,
-            bytes: self.get(w),
-        }
+            .and_then(|p| p.bytes(w))
+            .expect("the piece holds w");
+        f(bytes)
     }
 
     fn matmul(&self, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         let rows = w.ne[1] as usize;
         if let Some(lr) = w.low_rank {
-            // W ~ A.B: two thin products, x.B^T (n x rank) then .A^T (n x rows).
-            let bytes = self.get(w);
-            let k = lr.rank;
-            let (b_shape, a_shape) = ([w.ne[0], k], [k, w.ne[1]]);
-            let b = TensorView {
-                name: "",
-                ty: lr.b_ty,
-                shape: &b_shape,
-                bytes: &bytes[lr.b_at..lr.b_at + lr.b_len],
-            };
-            let a = TensorView {
-                name: "",
-                ty: lr.a_ty,
-                shape: &a_shape,
-                bytes: &bytes[lr.a_at..lr.a_at + lr.a_len],
-            };
-            let mut t = vec![0f32; n * k as usize];
-            let kerr = |e: outcore_kernels::KernelError| EngineError::Kernel(e.to_string());
-            outcore_kernels::matmul::matmul(&b, &x[..n * w.ne[0] as usize], n, &mut t)
-                .map_err(kerr)?;
-            return outcore_kernels::matmul::matmul(&a, &t, n, &mut out[..n * rows]).map_err(kerr);
+            return self.with(w, |bytes| Self::low_rank(w, &lr, bytes, x, n, out));
         }
-        outcore_kernels::matmul::matmul(
-            &self.view(w),
-            &x[..n * w.ne[0] as usize],
-            n,
-            &mut out[..n * rows],
-        )
-        .map_err(|e| EngineError::Kernel(e.to_string()))
+        self.with(w, |bytes| {
+            outcore_kernels::matmul::matmul(
+                &TensorView {
+                    name: "",
+                    ty: w.ty,
+                    shape: &w.ne,
+                    bytes,
+                },
+                &x[..n * w.ne[0] as usize],
+                n,
+                &mut out[..n * rows],
+            )
+            .map_err(|e| EngineError::Kernel(e.to_string()))
+        })
+    }
+
+    /// W ~ A.B: two thin products, x.B^T (n x rank) then .A^T (n x rows).
+    fn low_rank(
+        w: &WRef,
+        lr: &crate::weights::LowRank,
+        bytes: &[u8],
+        x: &[f32],
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let rows = w.ne[1] as usize;
+        let k = lr.rank;
+        let (b_shape, a_shape) = ([w.ne[0], k], [k, w.ne[1]]);
+        let b = TensorView {
+            name: "",
+            ty: lr.b_ty,
+            shape: &b_shape,
+            bytes: &bytes[lr.b_at..lr.b_at + lr.b_len],
+        };
+        let a = TensorView {
+            name: "",
+            ty: lr.a_ty,
+            shape: &a_shape,
+            bytes: &bytes[lr.a_at..lr.a_at + lr.a_len],
+        };
+        let mut t = vec![0f32; n * k as usize];
+        let kerr = |e: outcore_kernels::KernelError| EngineError::Kernel(e.to_string());
+        outcore_kernels::matmul::matmul(&b, &x[..n * w.ne[0] as usize], n, &mut t).map_err(kerr)?;
+        outcore_kernels::matmul::matmul(&a, &t, n, &mut out[..n * rows]).map_err(kerr)
     }
 
     /// A weight vector (norm or bias) as f32.
     fn vector(&self, w: &WRef, out: &mut Vec<f32>) -> Result<()> {
         out.resize(w.ne[0] as usize, 0.0);
-        outcore_kernels::dequantize_row(w.ty, self.get(w), out)
+        self.with(w, |bytes| outcore_kernels::dequantize_row(w.ty, bytes, out))
             .map_err(|e| EngineError::Kernel(e.to_string()))
     }
 
