@@ -139,6 +139,32 @@ fn demo_model_streams_half_its_layers_with_the_same_tokens() {
     drop(m);
     let auto = load(&path, &opts(Streaming::Auto, cap, PIECE_MIN));
     assert_eq!(streamed_layers(&auto), 12..auto.config.n_layer);
+    // Room for one more half layer: layer 12's attention block stays resident too, its
+    // feed-forward block streams, and the tokens are the same.
+    let (att, ffn) = (
+        residency::attention_unit(12),
+        residency::feed_forward_unit(12),
+    );
+    let extra = auto.residency().unwrap().units[att].bytes();
+    let streamed_before = auto.residency().unwrap().streamed_bytes();
+    drop(auto);
+    let half = load(
+        &path,
+        &opts(Streaming::Force, cap.map(|c| c + extra), PIECE_MIN),
+    );
+    let r = half.residency().unwrap();
+    assert!(
+        r.is_resident(att) && !r.is_resident(ffn),
+        "{}",
+        half.plan().summary()
+    );
+    assert_eq!(r.streamed_bytes(), streamed_before - extra);
+    assert_eq!(half.plan().streamed_bytes, r.streamed_bytes());
+    let prompt = [1, 504, 3458, 282];
+    let got = greedy(&half, &prompt, 6).0;
+    drop(half);
+    let plain = load(&path, &opts(Streaming::Off, None, PIECE_MIN));
+    assert_eq!(got, greedy(&plain, &prompt, 6).0);
 }
 
 #[test]

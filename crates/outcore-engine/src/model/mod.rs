@@ -655,7 +655,7 @@ fn plan_request(opts: &LoadOptions) -> PlanRequest {
 const RING: usize = 2;
 
 /// How the streamer runs, decided with the plan.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamSetup {
     /// Ring buffers (0: nothing is streamed).
     pub ring: usize,
@@ -663,6 +663,9 @@ pub struct StreamSetup {
     pub direct_io: bool,
     /// Prefill micro-batch.
     pub ubatch: usize,
+    /// Units of streamed layers that stay resident as well (half layers that fit the room the
+    /// whole resident layers leave), by unit index.
+    pub extra_resident: Vec<usize>,
 }
 
 /// `OUTCORE_STREAM_READ=direct|readahead` forces a read method (`Some(true)` = O_DIRECT).
@@ -695,6 +698,7 @@ pub fn plan_load(
                 ring: 0,
                 direct_io: false,
                 ubatch,
+                extra_resident: Vec::new(),
             },
         )
     };
@@ -749,14 +753,46 @@ pub fn plan_load(
             &format!("{k} of {n} layers stay resident, {} are", n - k),
         );
     }
-    let streamed: u64 = sizes.layer_bytes[k..].iter().sum();
+    let window = residency::window_bytes(max_piece, ring, direct_io);
+    // The room whole layers leave: half layers of the streamed ones, in order, where they fit.
+    let units = residency::units(w, residency::piece_cap(w, opts.stream_piece_min));
+    let mut room = p.budget.saturating_sub(resident.saturating_add(window));
+    let mut extra_resident = Vec::new();
+    if chosen.is_some() {
+        for l in k..n {
+            for u in [
+                residency::attention_unit(l),
+                residency::feed_forward_unit(l),
+            ] {
+                let b = units[u].bytes();
+                if b <= room {
+                    room -= b;
+                    extra_resident.push(u);
+                }
+            }
+        }
+    }
+    let extra: u64 = extra_resident.iter().map(|&u| units[u].bytes()).sum();
+    let streamed: u64 = sizes.layer_bytes[k..].iter().sum::<u64>() - extra;
     p.strategy = Strategy::Stream {
         resident_layers: 0..k,
         streamed_layers: k..n,
     };
-    p.resident_bytes = resident;
+    p.resident_bytes = resident + extra;
     p.streamed_bytes = streamed;
-    p.window_bytes = residency::window_bytes(max_piece, ring, direct_io);
+    p.window_bytes = window;
+    if !extra_resident.is_empty() {
+        let names: Vec<&str> = extra_resident
+            .iter()
+            .map(|&u| units[u].name.as_str())
+            .collect();
+        p.reason = format!(
+            "{} ({} of them stay resident too: {})",
+            p.reason,
+            crate::memory::fmt_bytes(extra),
+            names.join(", ")
+        );
+    }
     p.reason = format!(
         "{} in pieces of up to {} through a ring of {ring} buffer{}{} ({} in all), prefill in micro-batches of {STREAM_UBATCH} tokens",
         p.reason,
@@ -779,6 +815,7 @@ pub fn plan_load(
             ring,
             direct_io,
             ubatch: STREAM_UBATCH,
+            extra_resident,
         },
     )
 }
@@ -805,10 +842,13 @@ fn plan_residency(
         return Ok((p, None, setup.ubatch));
     }
     let units = residency::units(w, residency::piece_cap(w, opts.stream_piece_min));
-    // Layers in the resident range and the output matrix (a hot non-layer tensor) stay mapped.
+    // Layers in the resident range, the half layers the plan adds and the output matrix (a hot
+    // non-layer tensor) stay mapped.
     let resident: Vec<bool> = (0..units.len())
         .map(|u| {
-            residency::unit_layer(u, w.layers.len()).is_none_or(|l| resident_layers.contains(&l))
+            setup.extra_resident.contains(&u)
+                || residency::unit_layer(u, w.layers.len())
+                    .is_none_or(|l| resident_layers.contains(&l))
         })
         .collect();
     let rc = ResidencyConfig {
