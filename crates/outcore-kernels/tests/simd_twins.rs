@@ -470,9 +470,11 @@ fn r4xt_kernels_equal_single_dots_bit_for_bit() {
                     + check_r4xt(r4.t4, f, sf, &rows, &acts, &ctx);
             }
         }
-        if k.level == CpuLevel::Avx512 {
-            // 4 lengths x {quantized, raw} x {2, 3, 4} tokens, for each type.
-            assert_eq!(checked, [24, 24], "AVX-512 r4xt kernels missing");
+        // 4 lengths x {quantized, raw} x the token counts the level has kernels for.
+        match k.level {
+            CpuLevel::Avx512 => assert_eq!(checked, [24, 24], "AVX-512 r4xt kernels missing"),
+            CpuLevel::Avx2 => assert_eq!(checked, [0, 16], "AVX2 Q8_0 r4x2/r4x3 missing"),
+            CpuLevel::Scalar => {}
         }
         eprintln!("{:?}: r4xt kernels checked {checked:?}", k.level);
     }

@@ -88,6 +88,7 @@ mod vbmi {
 
 mod kquant;
 mod q4_1_rows;
+mod q8_0_rows;
 
 /// The VBMI Q4_K/Q6_K kernels of [`kquant`]; like [`vbmi`], only reachable through `TABLE_VBMI`.
 mod kquant_entry {
@@ -167,7 +168,7 @@ fn vec_dot_q8_0_q8_0_r4xt<const T: usize>(
     ys: [&[BlockQ8_0]; T],
 ) -> [[f32; T]; 4] {
     // SAFETY: as above.
-    unsafe { vec_dot_q8_0_q8_0_r4xt_impl::<T>(xs, ys) }
+    unsafe { q8_0_rows::q8_0_r4xt::<T>(xs, ys) }
 }
 
 static TABLE: KernelTable = TABLE_FIELDS;
