@@ -6,7 +6,7 @@
 use outcore_format::TensorView;
 use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
 use outcore_kernels::matmul::matmul_with;
-use outcore_kernels::quant::VecDotR4XtFn;
+use outcore_kernels::quant::{VecDotR4Fn, VecDotR4XtFn};
 use outcore_kernels::{
     quantize_activation_with, quantize_row, row_bytes, vec_dot_type, vec_dot_with, GgmlType,
 };
@@ -405,6 +405,38 @@ fn block_rows<B: bytemuck::Pod>(
         .collect()
 }
 
+/// Checks a four-row, one-token kernel (`r4`) against four single calls of its level and of the
+/// scalar twin; returns 1 if the kernel is there, 0 if not.
+fn check_r4<W, A>(
+    kernel: Option<VecDotR4Fn<W, A>>,
+    single: fn(&[W], &[A]) -> f32,
+    scalar_single: fn(&[W], &[A]) -> f32,
+    rows: &[Vec<W>],
+    act: &[A],
+    ctx: &str,
+) -> usize {
+    let Some(kernel) = kernel else {
+        return 0;
+    };
+    let got = kernel([&rows[0], &rows[1], &rows[2], &rows[3]], act);
+    for r in 0..4 {
+        let want = scalar_single(&rows[r], act);
+        let one = single(&rows[r], act);
+        assert_eq!(
+            one.to_bits(),
+            want.to_bits(),
+            "{ctx} r{r}: single {one} vs {want}"
+        );
+        assert_eq!(
+            got[r].to_bits(),
+            want.to_bits(),
+            "{ctx} r4 r{r}: {} vs {want}",
+            got[r]
+        );
+    }
+    1
+}
+
 /// Checks a four-row, `T`-token kernel against `4 * T` single calls of its level and of the
 /// scalar twin; returns 1 if the kernel is there, 0 if not.
 fn check_r4xt<W, A, const T: usize>(
@@ -442,8 +474,9 @@ fn check_r4xt<W, A, const T: usize>(
     1
 }
 
-/// The four-row, 2/3/4-token kernels (batched decode) of Q4_1 and Q8_0 equal the single calls
-/// of their level and of the scalar twin, on quantized data and on raw random bytes.
+/// The four-row kernels of Q4_1 and Q8_0, for one token (`r4`) and for 2/3/4 tokens (batched
+/// decode), equal the single calls of their level and of the scalar twin, on quantized data and
+/// on raw random bytes.
 #[test]
 fn r4xt_kernels_equal_single_dots_bit_for_bit() {
     use outcore_kernels::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -457,7 +490,8 @@ fn r4xt_kernels_equal_single_dots_bit_for_bit() {
                 let rows = block_rows::<BlockQ4_1>(&mut rng, GgmlType::Q4_1, nb, 4, raw);
                 let acts = block_rows::<BlockQ8_1>(&mut rng, GgmlType::Q8_1, nb, 4, raw);
                 let (f, sf, r4) = (k.q4_1_q8_1, s.q4_1_q8_1, k.q4_1_q8_1_r4xt);
-                checked[0] += check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
+                checked[0] += check_r4(k.q4_1_q8_1_r4, f, sf, &rows, &acts[0], &ctx)
+                    + check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
                     + check_r4xt(r4.t3, f, sf, &rows, &acts, &ctx)
                     + check_r4xt(r4.t4, f, sf, &rows, &acts, &ctx);
 
@@ -465,15 +499,16 @@ fn r4xt_kernels_equal_single_dots_bit_for_bit() {
                 let rows = block_rows::<BlockQ8_0>(&mut rng, GgmlType::Q8_0, nb, 4, raw);
                 let acts = block_rows::<BlockQ8_0>(&mut rng, GgmlType::Q8_0, nb, 4, raw);
                 let (f, sf, r4) = (k.q8_0_q8_0, s.q8_0_q8_0, k.q8_0_q8_0_r4xt);
-                checked[1] += check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
+                checked[1] += check_r4(k.q8_0_q8_0_r4, f, sf, &rows, &acts[0], &ctx)
+                    + check_r4xt(r4.t2, f, sf, &rows, &acts, &ctx)
                     + check_r4xt(r4.t3, f, sf, &rows, &acts, &ctx)
                     + check_r4xt(r4.t4, f, sf, &rows, &acts, &ctx);
             }
         }
         // 4 lengths x {quantized, raw} x the token counts the level has kernels for.
         match k.level {
-            CpuLevel::Avx512 => assert_eq!(checked, [24, 24], "AVX-512 r4xt kernels missing"),
-            CpuLevel::Avx2 => assert_eq!(checked, [0, 16], "AVX2 Q8_0 r4x2/r4x3 missing"),
+            CpuLevel::Avx512 => assert_eq!(checked, [32, 32], "AVX-512 r4/r4xt kernels missing"),
+            CpuLevel::Avx2 => assert_eq!(checked, [8, 24], "AVX2 r4, Q8_0 r4x2/r4x3 missing"),
             CpuLevel::Scalar => {}
         }
         eprintln!("{:?}: r4xt kernels checked {checked:?}", k.level);

@@ -389,6 +389,8 @@ macro_rules! block32_kernels {
         /// # Safety
         /// As [`vec_dot_q8_0_q8_0_impl`]; four weight rows share each activation block and run
         /// four independent accumulation chains (each in the single-row order).
+        // The AVX-512 table has its own (`avx512/q8_0_rows.rs`, `avx512/q4_1_rows.rs`).
+        #[allow(dead_code)]
         #[target_feature(enable = $feat)]
         #[target_feature(enable = "fma")]
         unsafe fn vec_dot_q8_0_q8_0_r4_impl(xs: [&[BlockQ8_0]; 4], y: &[BlockQ8_0]) -> [f32; 4] {
@@ -417,6 +419,8 @@ macro_rules! block32_kernels {
 
         /// # Safety
         /// As [`vec_dot_q4_1_q8_1_impl`]; four weight rows share each activation block.
+        // The AVX-512 table has its own (`avx512/q8_0_rows.rs`, `avx512/q4_1_rows.rs`).
+        #[allow(dead_code)]
         #[target_feature(enable = $feat)]
         #[target_feature(enable = "fma")]
         unsafe fn vec_dot_q4_1_q8_1_r4_impl(xs: [&[BlockQ4_1]; 4], y: &[BlockQ8_1]) -> [f32; 4] {

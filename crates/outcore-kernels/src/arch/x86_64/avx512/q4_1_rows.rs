@@ -1,6 +1,5 @@
 //! AVX-512 Q4_1 x Q8_1 dot products of four weight rows and `T` (1..=4) tokens: the four-row
-//! kernels of batched decode (2, 3 and 4 tokens; one token keeps the AVX2 `r4` kernel, which is
-//! as fast).
+//! kernels of batched decode (2, 3 and 4 tokens) and of single-token products (`T = 1`).
 //!
 //! The single-row kernel (`avx2.rs`, `vec_dot_q4_1_q8_1_impl`) keeps eight f32 lanes per
 //! product: per block, lane `l` gets `fma(dx * dy, sum(q * y over elements 4l..4l+4), lane)` with

@@ -1,6 +1,6 @@
 //! AVX-512 Q8_0 x Q8_0 dot products of four weight rows and `T` (1..=4) tokens: the four-row
-//! kernels of batched decode (2, 3 and 4 tokens), for the Q8_0 output matrix of Q4_1 models and
-//! for Q8_0 models.
+//! kernels of batched decode (2, 3 and 4 tokens) and of single-token products (`T = 1`), for the
+//! Q8_0 output matrix of Q4_1 models and for Q8_0 models.
 //!
 //! The single-row kernel of this level (`avx2.rs` `vec_dot_q8_0_q8_0_impl` with `vpdpbusd`)
 //! keeps eight f32 lanes: per block, lane `l` gets `fma(dx * dy, sum(x * y over elements
