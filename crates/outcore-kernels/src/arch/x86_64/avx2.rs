@@ -218,6 +218,14 @@ pub(crate) fn prefetch_rows<B>(rows: &[&[B]], i: usize) {
     }
 }
 
+/// Blocks a four-row kernel computes: the shortest of the rows and the activations (as the
+/// single-row kernels, which ignore blocks past the shorter slice).
+#[inline]
+pub(crate) fn common_blocks<A, B>(xs: &[&[A]], ys: &[&[B]]) -> usize {
+    let rows = xs.iter().map(|x| x.len()).min().unwrap_or(0);
+    ys.iter().map(|y| y.len()).fold(rows, usize::min)
+}
+
 /// One f16 -> f32 with F16C (`half`'s `to_f32` checks the CPU at run time on every call and
 /// is not inlined, which costs more than the integer work of a block).
 #[inline]
@@ -554,11 +562,7 @@ macro_rules! block32_kernels {
             xs: [&[BlockQ8_0]; 4],
             ys: [&[BlockQ8_0]; T],
         ) -> [[f32; T]; 4] {
-            let nb = ys
-                .iter()
-                .fold(xs.iter().fold(usize::MAX, |n, x| n.min(x.len())), |n, y| {
-                    n.min(y.len())
-                });
+            let nb = super::avx2::common_blocks(&xs, &ys);
             let mut acc = [[_mm256_setzero_ps(); T]; 4];
             for i in 0..nb {
                 super::avx2::prefetch_rows(&xs, i);

@@ -21,7 +21,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::arch::x86_64::avx2::{hsum_f32x8, load128, load256, prefetch_rows};
+use crate::arch::x86_64::avx2::{common_blocks, hsum_f32x8, load128, load256, prefetch_rows};
 use crate::quant::{BlockQ4_1, BlockQ8_1};
 
 /// An f16 pair as the two halves of an i32 (one `vcvtph2ps` converts both).
@@ -40,11 +40,7 @@ pub(super) unsafe fn q4_1_r4xt<const T: usize>(
     xs: [&[BlockQ4_1]; 4],
     ys: [&[BlockQ8_1]; T],
 ) -> [[f32; T]; 4] {
-    let nb = ys
-        .iter()
-        .fold(xs.iter().fold(usize::MAX, |n, x| n.min(x.len())), |n, y| {
-            n.min(y.len())
-        });
+    let nb = common_blocks(&xs, &ys);
     let mut acc = [[_mm256_setzero_ps(); T]; 4];
     // Per row: lane 2t+1 holds token t's running `m * s` sum; even lanes are unused.
     let mut summs = [_mm256_setzero_ps(); 4];

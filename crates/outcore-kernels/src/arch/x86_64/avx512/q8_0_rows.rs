@@ -23,7 +23,7 @@
 use std::arch::x86_64::*;
 use std::hint::black_box;
 
-use crate::arch::x86_64::avx2::{f16x4, hsum_f32x8, load256, prefetch_rows};
+use crate::arch::x86_64::avx2::{common_blocks, f16x4, hsum_f32x8, load256, prefetch_rows};
 use crate::quant::BlockQ8_0;
 
 /// Four weight rows times `T` tokens: `out[r][t]` has the bits of the single-row kernel on
@@ -36,11 +36,7 @@ pub(super) unsafe fn q8_0_r4xt<const T: usize>(
     xs: [&[BlockQ8_0]; 4],
     ys: [&[BlockQ8_0]; T],
 ) -> [[f32; T]; 4] {
-    let nb = ys
-        .iter()
-        .fold(xs.iter().fold(usize::MAX, |n, x| n.min(x.len())), |n, y| {
-            n.min(y.len())
-        });
+    let nb = common_blocks(&xs, &ys);
     let mut acc = [[_mm256_setzero_ps(); T]; 4];
     let offset = _mm256_set1_epi8(0x80u8 as i8);
     // `vpermps` indices broadcasting lane k. Opaque to the optimizer, which would otherwise
