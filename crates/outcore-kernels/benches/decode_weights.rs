@@ -14,14 +14,16 @@
 //!     [--tokens=N]
 //! ```
 //! `--tokens=N`: N activation rows per product (batched decode of N sequences) instead of one.
-//! Variants: this CPU's table, the same without four-row kernels, and the AVX2 table.
+//! Variants: this CPU's table, the same in the fast arithmetic (`rows16`), the same without
+//! four-row kernels, and the AVX2 table.
 
 use std::time::Instant;
 
 use outcore_format::{GgufFile, LoadMode, TensorView};
 use outcore_kernels::dispatch::{table, CpuLevel, KernelTable};
-use outcore_kernels::matmul::matmul_with;
+use outcore_kernels::matmul::matmul_with_arith;
 use outcore_kernels::quant::R4Tokens;
+use outcore_kernels::rows16::Arith;
 use outcore_kernels::{kernels, GgmlType};
 
 fn without_r4(k: &KernelTable) -> KernelTable {
@@ -109,12 +111,25 @@ fn main() {
         .expect("thread pool");
 
     let best = kernels();
-    let mut variants: Vec<(String, KernelTable)> = vec![
-        (format!("{:?}", best.level), KernelTable { ..*best }),
-        (format!("{:?} no-r4", best.level), without_r4(best)),
+    let mut variants: Vec<(String, KernelTable, Arith)> = vec![
+        (
+            format!("{:?}", best.level),
+            KernelTable { ..*best },
+            Arith::Exact,
+        ),
+        (
+            format!("{:?} fast", best.level),
+            KernelTable { ..*best },
+            Arith::Fast,
+        ),
+        (
+            format!("{:?} no-r4", best.level),
+            without_r4(best),
+            Arith::Exact,
+        ),
     ];
     if let Some(avx2) = table(CpuLevel::Avx2).filter(|t| t.level != best.level) {
-        variants.push(("Avx2".into(), KernelTable { ..*avx2 }));
+        variants.push(("Avx2".into(), KernelTable { ..*avx2 }, Arith::Exact));
     }
     let types: Vec<GgmlType> = {
         let mut t: Vec<GgmlType> = weights.iter().map(|w| w.ty).collect();
@@ -130,7 +145,7 @@ fn main() {
     let mut total = vec![Vec::with_capacity(reps); variants.len()];
     let mut per_ty = vec![vec![Vec::with_capacity(reps); types.len()]; variants.len()];
     for _ in 0..reps {
-        for (v, (_, k)) in variants.iter().enumerate() {
+        for (v, (_, k, arith)) in variants.iter().enumerate() {
             let mut t_ty = vec![0f64; types.len()];
             let t0 = Instant::now();
             let cpu = pool.install(|| {
@@ -139,7 +154,7 @@ fn main() {
                     let (n_k, n_rows) = (w.shape[0] as usize, w.shape[1] as usize);
                     let (t, c) = (Instant::now(), thread_cpu_s());
                     let (x, out) = (&x[..n_k * n_tokens], &mut out[..n_rows * n_tokens]);
-                    matmul_with(k, w, x, n_tokens, out).expect("matmul");
+                    matmul_with_arith(k, w, x, n_tokens, out, *arith).expect("matmul");
                     let j = types.iter().position(|ty| *ty == w.ty).unwrap_or(0);
                     t_ty[j] += if threads == 1 {
                         thread_cpu_s() - c
@@ -160,7 +175,7 @@ fn main() {
             }
         }
     }
-    for (v, (name, _)) in variants.iter().enumerate() {
+    for (v, (name, _, _)) in variants.iter().enumerate() {
         let (total, per_ty) = (&mut total[v], &mut per_ty[v]);
         let stats = |v: &mut Vec<f64>| {
             v.sort_by(|a, b| a.total_cmp(b));

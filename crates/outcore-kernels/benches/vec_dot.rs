@@ -179,5 +179,67 @@ fn bench_r4xt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_vec_dot, bench_matmul, bench_r4xt);
+/// The fast arithmetic's sixteen-row Q4_1 kernel (`rows16`) against four calls of the exact
+/// four-row kernels, 16 rows of 576 (in L1), 1 to 8 tokens: (block, token) products per second.
+fn bench_rows16(c: &mut Criterion) {
+    use outcore_kernels::kernels;
+    use outcore_kernels::quant::{BlockQ4_1, BlockQ8_1};
+    use outcore_kernels::rows16::q8_1_scales;
+    let (n, rows) = (576, 16);
+    let nb = n / 32;
+    let k = kernels();
+    let Some(r16) = k.q4_1_q8_1_r16 else {
+        return;
+    };
+    let mut wb = vec![0u8; row_bytes(GgmlType::Q4_1, n).unwrap() * rows];
+    quantize_row(GgmlType::Q4_1, &data(n * rows, 1), &mut wb).unwrap();
+    let w: &[BlockQ4_1] = bytemuck::cast_slice(&wb);
+    let mut g = c.benchmark_group("rows16_576");
+    for t in [1usize, 2, 4, 8] {
+        let mut ab = vec![0u8; row_bytes(GgmlType::Q8_1, n).unwrap() * t];
+        quantize_activation_with(k, GgmlType::Q8_1, &data(n * t, 11), &mut ab).unwrap();
+        let a: &[BlockQ8_1] = bytemuck::cast_slice(&ab);
+        let sc = q8_1_scales(a);
+        let mut out = vec![0f32; rows * t];
+        g.throughput(Throughput::Elements((rows * t * nb) as u64));
+        g.bench_function(BenchmarkId::new("q4_1_r16", format!("{t}tok")), |b| {
+            b.iter(|| r16(black_box(w), nb, black_box(a), &sc, t, &mut out))
+        });
+        if let (Some(r4), Some(r4x4)) = (k.q4_1_q8_1_r4, k.q4_1_q8_1_r4xt.t4) {
+            let row = |i: usize| &w[i * nb..(i + 1) * nb];
+            let tok = |i: usize| &a[i * nb..(i + 1) * nb];
+            g.bench_function(BenchmarkId::new("q4_1_r4xt", format!("{t}tok")), |b| {
+                b.iter(|| {
+                    let mut s = 0f32;
+                    for r in (0..rows).step_by(4) {
+                        let ws = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+                        if t >= 4 {
+                            for t0 in (0..t).step_by(4) {
+                                let o = r4x4(
+                                    black_box(ws),
+                                    [tok(t0), tok(t0 + 1), tok(t0 + 2), tok(t0 + 3)],
+                                );
+                                s += o[0][0];
+                            }
+                        } else {
+                            for t0 in 0..t {
+                                s += r4(black_box(ws), tok(t0))[0];
+                            }
+                        }
+                    }
+                    s
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_vec_dot,
+    bench_matmul,
+    bench_r4xt,
+    bench_rows16
+);
 criterion_main!(benches);

@@ -13,6 +13,7 @@ use crate::quant::{
     BlockQ8K, BlockQ8_0, BlockQ8_1, GgmlBlock, QuantizeFn, R4Tokens, VecDotFn, VecDotR4Fn,
     VecDotX4Fn,
 };
+use crate::rows16::RowsFn;
 
 /// An instruction-set level with its own kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -95,6 +96,9 @@ pub struct KernelTable {
     /// by batches of tokens.
     pub q4_1_q8_1_r4xt: R4Tokens<BlockQ4_1, BlockQ8_1>,
     pub q8_0_q8_0_r4xt: R4Tokens<BlockQ8_0, BlockQ8_0>,
+    /// Sixteen weight rows times any number of tokens in the fast arithmetic
+    /// (`crate::rows16`: batch-invariant, not llama.cpp's bits).
+    pub q4_1_q8_1_r16: Option<RowsFn<BlockQ4_1, BlockQ8_1>>,
     /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
     pub attn_scores: AttnScoresFn,
     pub attn_values: AttnValuesFn,
@@ -145,6 +149,7 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q6_k_q8_k_r4: None,
     q4_1_q8_1_r4xt: R4Tokens::NONE,
     q8_0_q8_0_r4xt: R4Tokens::NONE,
+    q4_1_q8_1_r16: None,
     attn_scores: ops::attn_scores_scalar,
     attn_values: ops::attn_values_scalar,
     softmax: ops::softmax_scalar,

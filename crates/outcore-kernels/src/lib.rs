@@ -4,6 +4,7 @@
 //!   quantizer and scalar dot product (the definition).
 //! - [`arch`]: SIMD twins; [`dispatch`] picks a [`dispatch::KernelTable`] once per process.
 //! - [`matmul`]: weight x activations with llama.cpp's activation quantization.
+//! - [`rows16`]: the fast (batch-invariant, not llama.cpp-exact) arithmetic's sixteen-row products.
 //! - [`ops`]: rmsnorm, rope, softmax, silu, f16 row conversions.
 //!
 //! The byte-level functions below take raw tensor bytes (as they lie in a GGUF mapping) and check
@@ -19,10 +20,12 @@ pub mod dispatch;
 pub mod matmul;
 pub mod ops;
 pub mod quant;
+pub mod rows16;
 
 pub use dispatch::{kernels, CpuLevel, KernelTable};
-pub use matmul::{matmul, matvec};
+pub use matmul::{matmul, matmul_arith, matvec};
 use quant::GgmlBlock;
+pub use rows16::Arith;
 
 /// Errors of the kernel entry points: shapes and lengths that do not fit the type.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! path = "SmolLM2-135M-Instruct.Q4_1.gguf"
 //! parallel = 4
 //! unload_after_idle_seconds = 300
+//! numerics = "fast"   # or "llamacpp": llama.cpp's bits, slower in batches
 //! ```
 //! Every error names the file, the line and the key.
 
@@ -65,6 +66,29 @@ pub struct ModelConfig {
     pub unload_after_idle: Option<Duration>,
     /// A built-in template name or an inline Jinja template.
     pub chat_template: Option<String>,
+    /// The forward pass's arithmetic.
+    pub numerics: ServeNumerics,
+}
+
+/// Arithmetic a served model runs (`numerics = "fast" | "llamacpp"`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ServeNumerics {
+    /// The engine's fast arithmetic: a token's results do not depend on what else is in its
+    /// batch (seeded sampling repeats under load) and batches cost less; not llama.cpp's bits.
+    #[default]
+    Fast,
+    /// llama.cpp's CPU arithmetic bit for bit (also batch-invariant, slower in batches).
+    Llamacpp,
+}
+
+impl ServeNumerics {
+    pub fn from_name(s: &str) -> Option<ServeNumerics> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fast" => Some(ServeNumerics::Fast),
+            "llamacpp" | "llama.cpp" | "exact" => Some(ServeNumerics::Llamacpp),
+            _ => None,
+        }
+    }
 }
 
 impl ModelConfig {
@@ -80,6 +104,7 @@ impl ModelConfig {
             parallel: 1,
             unload_after_idle: None,
             chat_template: None,
+            numerics: ServeNumerics::default(),
         }
     }
 }
@@ -195,6 +220,7 @@ struct FileModel {
     parallel: Option<Spanned<usize>>,
     unload_after_idle_seconds: Option<Spanned<u64>>,
     chat_template: Option<Spanned<String>>,
+    numerics: Option<Spanned<String>>,
 }
 
 /// Where a value came from, for messages: "outcore.toml:7" or "command line".
@@ -383,6 +409,18 @@ impl ServerConfig {
                     return o.invalid(Some(v.span()), &key("chat_template"), "must not be empty");
                 }
                 mc.chat_template = Some(v.into_inner());
+            }
+            if let Some(v) = m.numerics {
+                mc.numerics = match ServeNumerics::from_name(v.get_ref()) {
+                    Some(n) => n,
+                    None => {
+                        return o.invalid(
+                            Some(v.span()),
+                            &key("numerics"),
+                            "must be \"fast\" or \"llamacpp\"",
+                        )
+                    }
+                };
             }
             cfg.models.insert(name, Arc::new(mc));
         }

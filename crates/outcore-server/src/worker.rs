@@ -43,6 +43,8 @@ pub struct Finish {
     pub reason: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// Prompt tokens whose KV came from the slot's previous request (not computed again).
+    pub cached_tokens: usize,
 }
 
 /// What a job reports back, in order: any number of `Text`, then one `Done` or `Error`.
@@ -168,6 +170,8 @@ struct Active {
     n_prompt: usize,
     /// Prompt tokens fed so far; the sequence decodes once all are.
     fed: usize,
+    /// Prompt tokens whose KV the slot kept from its previous request.
+    cached: usize,
     /// Admission order: prompts are fed oldest first.
     admitted: u64,
     generated: usize,
@@ -196,16 +200,47 @@ fn guarded<T>(
     }
 }
 
-/// Moves finished and cancelled sequences' states to `free` for reuse.
-fn reap(active: &mut Vec<Active>, free: &mut Vec<SeqState>) {
+/// A free slot: its sequence state and the tokens whose KV it still holds.
+struct Free {
+    seq: SeqState,
+    tokens: Vec<u32>,
+}
+
+/// Moves finished and cancelled sequences' states to `free` for reuse, with the tokens their KV
+/// caches hold (a later prompt that starts with them skips computing them again).
+fn reap(engine: &dyn Engine, active: &mut Vec<Active>, free: &mut Vec<Free>) {
     let mut i = 0;
     while i < active.len() {
         if active[i].done || active[i].events.is_closed() {
-            free.push(active.swap_remove(i).seq);
+            let a = active.swap_remove(i);
+            let mut tokens = a.history;
+            tokens.truncate(engine.sequence_len(&a.seq));
+            free.push(Free { seq: a.seq, tokens });
         } else {
             i += 1;
         }
     }
+}
+
+/// The slot for `prompt`, as llama.cpp's server picks one: the free slot whose cached tokens
+/// share the longest prefix with it when that is at least half the prompt (the most recently
+/// freed among equals); else a new slot while fewer than `parallel` exist (`None`: every slot's
+/// cache is kept for later); else the least recently freed slot. `free` is in the order slots
+/// were freed.
+fn take_slot(free: &mut Vec<Free>, prompt: &[u32], can_allocate: bool) -> Option<Free> {
+    let best = (0..free.len()).max_by_key(|&i| (common_prefix(&free[i].tokens, prompt), i));
+    match best {
+        Some(i) if 2 * common_prefix(&free[i].tokens, prompt) >= prompt.len() => {
+            Some(free.remove(i))
+        }
+        _ if can_allocate => None,
+        Some(_) => Some(free.remove(0)),
+        None => None,
+    }
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 impl Active {
@@ -225,7 +260,7 @@ fn run(
     let mut admitted = 0u64;
     let mut active: Vec<Active> = Vec::with_capacity(parallel);
     // One sequence state (KV cache) per slot, allocated on first use and then reused.
-    let mut free: Vec<SeqState> = Vec::with_capacity(parallel);
+    let mut free: Vec<Free> = Vec::with_capacity(parallel);
     let mut disconnected = false;
     let mut shown = ActiveGauge { stats, shown: 0 };
     loop {
@@ -267,13 +302,15 @@ fn run(
                 continue;
             }
             admitted += 1;
-            match start(engine, job, free.pop(), admitted) {
+            let can_allocate = active.len() + free.len() < parallel;
+            let slot = take_slot(&mut free, &job.prompt, can_allocate);
+            match start(engine, job, slot, admitted) {
                 Ok(a) => active.push(a),
-                Err(Some(seq)) => free.push(seq),
+                Err(Some(slot)) => free.push(slot),
                 Err(None) => {}
             }
         }
-        reap(&mut active, &mut free);
+        reap(engine, &mut active, &mut free);
         shown.set(active.len());
         if active.is_empty() {
             if disconnected {
@@ -282,7 +319,7 @@ fn run(
             continue;
         }
         step(engine, &mut active, &batching, stats);
-        reap(&mut active, &mut free);
+        reap(engine, &mut active, &mut free);
         shown.set(active.len());
     }
     shown.set(0);
@@ -310,15 +347,17 @@ impl ActiveGauge<'_> {
     }
 }
 
-/// A slot for a job, in a reused sequence state if there is one; its prompt is fed by the
-/// following steps. On failure, gives back the state (when it is still usable) after reporting
-/// the error to the job.
+/// A slot for a job, in a reused sequence state if there is one (keeping the KV of the prompt's
+/// first tokens where the slot's previous request had the same ones; at least the last prompt
+/// token is computed, for its logits); the rest of its prompt is fed by the following steps.
+/// On failure, gives back the slot (when it is still usable) after reporting the error to the
+/// job.
 fn start(
     engine: &dyn Engine,
     mut job: Job,
-    reuse: Option<SeqState>,
+    reuse: Option<Free>,
     admitted: u64,
-) -> Result<Active, Option<SeqState>> {
+) -> Result<Active, Option<Free>> {
     drop(job.ticket.take());
     if job.events.is_closed() {
         return Err(reuse);
@@ -329,16 +368,19 @@ fn start(
             .send(Event::Error("the prompt has no tokens".into()));
         return Err(reuse);
     }
-    let seq = match reuse {
-        Some(mut s) => match guarded("reset", || engine.reset_sequence(&mut s)) {
-            Ok(()) => s,
-            Err(e) => {
-                let _ = job.events.send(Event::Error(e.to_string()));
-                return Err(None);
+    let (seq, cached) = match reuse {
+        Some(Free { mut seq, tokens }) => {
+            let keep = common_prefix(&tokens, &job.prompt).min(job.prompt.len() - 1);
+            match guarded("reset", || engine.keep_prefix(&mut seq, keep)) {
+                Ok(kept) => (seq, kept.min(keep)),
+                Err(e) => {
+                    let _ = job.events.send(Event::Error(e.to_string()));
+                    return Err(None);
+                }
             }
-        },
+        }
         None => match guarded("new sequence", || engine.new_sequence()) {
-            Ok(s) => s,
+            Ok(s) => (s, 0),
             Err(e) => {
                 let _ = job.events.send(Event::Error(e.to_string()));
                 return Err(None);
@@ -355,7 +397,8 @@ fn start(
         stop: StopMatcher::new(job.stop),
         history: job.prompt,
         n_prompt,
-        fed: 0,
+        fed: cached,
+        cached,
         admitted,
         generated: 0,
         max_tokens: job.max_tokens.max(1),
@@ -385,6 +428,7 @@ fn finish(a: &mut Active, reason: FinishReason, stats: &ModelStats) {
         reason,
         prompt_tokens: a.n_prompt,
         completion_tokens: a.generated,
+        cached_tokens: a.cached,
     }));
     a.done = true;
 }

@@ -76,7 +76,8 @@ async fn completion_shape_and_usage() {
     // BOS + 3 bytes in; 12 bytes out (the EOS is not counted).
     assert_eq!(
         v["usage"],
-        json!({"prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16})
+        json!({"prompt_tokens": 4, "completion_tokens": 12, "total_tokens": 16,
+               "prompt_tokens_details": {"cached_tokens": 0}})
     );
 }
 
@@ -174,7 +175,8 @@ async fn streaming_completion_with_usage() {
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(
         usage["usage"],
-        json!({"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14})
+        json!({"prompt_tokens": 2, "completion_tokens": 12, "total_tokens": 14,
+               "prompt_tokens_details": {"cached_tokens": 0}})
     );
     assert!(chunks
         .iter()

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use axum::http::{Method, StatusCode};
 use axum::Router;
 use common::*;
-use outcore_engine::model::{LoadOptions, Model};
+use outcore_engine::model::{LoadOptions, Model, Numerics};
 use outcore_engine::sampler::argmax;
 use outcore_server::engine::outcore::OutcoreLoader;
 use outcore_server::{app, AppState, ModelConfig, ServerConfig};
@@ -28,8 +28,16 @@ fn server(parallel: usize, n_ctx: usize, tweak: impl Fn(&mut ServerConfig)) -> R
 }
 
 /// The engine's own greedy continuation (prefill, then one `forward` per token), as text.
+/// The server's default numerics (`fast`), for the engine-side references.
+fn fast() -> LoadOptions {
+    LoadOptions {
+        numerics: Numerics::Fast,
+        ..LoadOptions::default()
+    }
+}
+
 fn engine_greedy(prompt: &[u32], n: usize) -> String {
-    let model = Model::load(&demo_model(), &LoadOptions::default()).unwrap();
+    let model = Model::load(&demo_model(), &fast()).unwrap();
     let mut state = model.new_state(256);
     let mut logits = model.forward(&mut state, prompt).unwrap();
     let mut out = Vec::new();
@@ -133,7 +141,19 @@ async fn streaming_equals_non_streaming() {
         .filter_map(|c| c["delta"]["content"].as_str())
         .collect();
     assert_eq!(streamed, whole);
-    assert_eq!(chunks.last().unwrap()["usage"], v["usage"]);
+    // The second request found the first one's prompt in the slot: the same text from a KV
+    // cache it did not compute again (all but the last prompt token).
+    let (u1, u2) = (&v["usage"], &chunks.last().unwrap()["usage"]);
+    assert_eq!(u1["prompt_tokens"], u2["prompt_tokens"]);
+    assert_eq!(u1["completion_tokens"], u2["completion_tokens"]);
+    assert_eq!(u1["prompt_tokens_details"]["cached_tokens"], 0);
+    assert_eq!(
+        u2["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+            + 1,
+        u2["prompt_tokens"].as_u64().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -307,7 +327,7 @@ async fn prompt_admitted_mid_decode_joins_the_step_and_matches_alone() {
         .take(300)
         .collect();
     let want_long = {
-        let model = Model::load(&demo_model(), &LoadOptions::default()).unwrap();
+        let model = Model::load(&demo_model(), &fast()).unwrap();
         let mut state = model.new_state(512);
         let mut logits = model.forward(&mut state, &long).unwrap();
         let mut out = Vec::new();

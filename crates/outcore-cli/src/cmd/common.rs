@@ -44,8 +44,9 @@ pub struct ModelArgs {
     /// Tokenizer for a llama2.c checkpoint: its tokenizer.bin, or a GGUF / HF directory (default: tokenizer.bin beside the model).
     #[arg(long = "tokenizer")]
     pub tokenizer: Option<PathBuf>,
-    /// Arithmetic of the forward pass: llamacpp (default) or runq (llama2.c runq.c's, bit for
-    /// bit; llama2.c checkpoints only, F32 KV cache).
+    /// Arithmetic of the forward pass: llamacpp (default; llama.cpp's bits), fast (Q4_1 on
+    /// AVX-512 in sixteen-row products: faster, batch-invariant, last bits differ) or runq
+    /// (llama2.c runq.c's, bit for bit; llama2.c checkpoints only, F32 KV cache).
     #[arg(long = "numerics", default_value = "llamacpp")]
     pub numerics: String,
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use outcore_server::config::parse_size;
+use outcore_server::config::{parse_size, ServeNumerics};
 use outcore_server::{ModelConfig, ServerConfig};
 
 #[derive(Args, Debug)]
@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Chat template: a built-in name (chatml, llama3, ...) or a Jinja source.
     #[arg(long = "chat-template")]
     pub chat_template: Option<String>,
+    /// Arithmetic: fast (default; batch-invariant, faster batches) or llamacpp (llama.cpp's
+    /// bits).
+    #[arg(long = "numerics")]
+    pub numerics: Option<String>,
     /// Read the weights into memory instead of mapping them.
     #[arg(long = "no-mmap")]
     pub no_mmap: bool,
@@ -96,6 +100,7 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
                 ("--parallel", args.parallel != 1),
                 ("--unload-after-idle", args.unload_after_idle.is_some()),
                 ("--chat-template", args.chat_template.is_some()),
+                ("--numerics", args.numerics.is_some()),
                 ("--no-mmap", args.no_mmap),
                 ("--mlock", args.mlock),
             ];
@@ -125,6 +130,11 @@ pub fn config(args: &ServeArgs) -> Result<ServerConfig> {
             m.use_mlock = args.mlock;
             m.unload_after_idle = args.unload_after_idle.map(Duration::from_secs);
             m.chat_template = args.chat_template.clone();
+            if let Some(n) = &args.numerics {
+                m.numerics = ServeNumerics::from_name(n).with_context(|| {
+                    format!("--numerics: unknown value `{n}` (expected fast or llamacpp)")
+                })?;
+            }
             let mut cfg = ServerConfig::default();
             cfg.models.insert(name, Arc::new(m));
             cfg

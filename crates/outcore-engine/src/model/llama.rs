@@ -5,6 +5,7 @@
 
 use outcore_format::{GgmlType, TensorView};
 use outcore_kernels::ops::{self, DotOrder};
+use outcore_kernels::Arith;
 use rayon::prelude::*;
 
 use crate::config::{ModelConfig, RopeStyle};
@@ -62,6 +63,10 @@ pub trait WeightBytes: Sync {
     }
     /// Called after unit `u` is done with the piece it holds, if any.
     fn end_unit(&self, _u: usize, _f: Option<Filled>) {}
+    /// The products' arithmetic.
+    fn arith(&self) -> Arith {
+        Arith::Exact
+    }
 }
 
 /// Resolves weight bytes for one unit: from its streamed pieces when it is streamed, else the
@@ -106,10 +111,11 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
     fn matmul(&self, w: &WRef, x: &[f32], n: usize, out: &mut [f32]) -> Result<()> {
         let rows = w.ne[1] as usize;
         if let Some(lr) = w.low_rank {
-            return self.with(w, |bytes| Self::low_rank(w, &lr, bytes, x, n, out));
+            let arith = self.src.arith();
+            return self.with(w, |bytes| Self::low_rank(w, &lr, bytes, x, n, out, arith));
         }
         self.with(w, |bytes| {
-            outcore_kernels::matmul::matmul(
+            outcore_kernels::matmul::matmul_arith(
                 &TensorView {
                     name: "",
                     ty: w.ty,
@@ -119,6 +125,7 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
                 &x[..n * w.ne[0] as usize],
                 n,
                 &mut out[..n * rows],
+                self.src.arith(),
             )
             .map_err(|e| EngineError::Kernel(e.to_string()))
         })
@@ -132,6 +139,7 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
         x: &[f32],
         n: usize,
         out: &mut [f32],
+        arith: Arith,
     ) -> Result<()> {
         let rows = w.ne[1] as usize;
         let k = lr.rank;
@@ -150,8 +158,9 @@ impl<'a, B: WeightBytes + ?Sized> UnitBytes<'a, B> {
         };
         let mut t = vec![0f32; n * k as usize];
         let kerr = |e: outcore_kernels::KernelError| EngineError::Kernel(e.to_string());
-        outcore_kernels::matmul::matmul(&b, &x[..n * w.ne[0] as usize], n, &mut t).map_err(kerr)?;
-        outcore_kernels::matmul::matmul(&a, &t, n, &mut out[..n * rows]).map_err(kerr)
+        let mm = outcore_kernels::matmul::matmul_arith;
+        mm(&b, &x[..n * w.ne[0] as usize], n, &mut t, arith).map_err(kerr)?;
+        mm(&a, &t, n, &mut out[..n * rows], arith).map_err(kerr)
     }
 
     /// A weight vector (norm or bias) as f32.
@@ -346,9 +355,13 @@ pub fn forward_observed<B: WeightBytes + ?Sized>(
     // llama.cpp picks the KQ/KQV kernel by the number of tokens a sequence evaluates, so a
     // sequence decoding one token inside a batch of sequences gets the one-token order (batched
     // decode then equals decoding each sequence alone). The same for every layer.
+    // The fast numerics take the one-token order for every token, so a token's attention does
+    // not depend on how its prompt was cut into steps either (a server slot may keep a prompt's
+    // KV cache and evaluate only the rest of the next prompt, with the same bits).
+    let fast = src.arith() == Arith::Fast;
     let order: Vec<DotOrder> = seqs
         .iter()
-        .map(|s| match s.tokens.len() > 1 {
+        .map(|s| match s.tokens.len() > 1 && !fast {
             true => DotOrder::TinyBlas,
             false => DotOrder::VecDotF16,
         })

@@ -14,6 +14,7 @@ use outcore_format::gguf::GgufFile;
 use outcore_format::mapping::{LoadMode, Mapping};
 use outcore_format::safetensors::SafetensorsModel;
 use outcore_format::TensorView;
+use outcore_kernels::Arith;
 
 use crate::chat::{ChatMessage, ChatTemplate, RenderOptions};
 use crate::config::ModelConfig;
@@ -146,15 +147,22 @@ pub struct Model {
     runq: Option<runq::RunqModel>,
     /// Prefill micro-batch: [`UBATCH`], or [`STREAM_UBATCH`] when streaming.
     ubatch: usize,
+    /// The products' arithmetic (`Fast` with `Numerics::Fast`).
+    arith: Arith,
     pub load_time: Duration,
 }
 
 struct Bytes<'a> {
     maps: &'a [&'a Mapping],
     residency: Option<&'a Residency>,
+    arith: Arith,
 }
 
 impl WeightBytes for Bytes<'_> {
+    fn arith(&self) -> Arith {
+        self.arith
+    }
+
     fn bytes(&self, w: &WRef) -> &[u8] {
         &self.maps[w.shard][w.range()]
     }
@@ -278,7 +286,7 @@ impl Model {
         };
         let weights = weights::bind(&source, scheme, &config)?;
         let (runq, opts) = match opts.numerics {
-            Numerics::Llamacpp => (None, opts.clone()),
+            Numerics::Llamacpp | Numerics::Fast => (None, opts.clone()),
             Numerics::Runq => (
                 Some(runq::RunqModel::open(path, opts.load)?),
                 LoadOptions {
@@ -310,12 +318,25 @@ impl Model {
             plan,
             runq,
             ubatch,
+            arith: match opts.numerics {
+                Numerics::Fast => Arith::Fast,
+                _ => Arith::Exact,
+            },
             load_time: t0.elapsed(),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The arithmetic the model was loaded with.
+    pub fn numerics(&self) -> Numerics {
+        match (self.arith, self.runq.is_some()) {
+            (_, true) => Numerics::Runq,
+            (Arith::Fast, false) => Numerics::Fast,
+            (Arith::Exact, false) => Numerics::Llamacpp,
+        }
     }
 
     pub fn source(&self) -> &Source {
@@ -399,6 +420,7 @@ impl Model {
         let bytes = Bytes {
             maps: &maps,
             residency,
+            arith: self.arith,
         };
         self.pool.install(|| {
             let _spin = Spinners::start(rayon::current_num_threads().saturating_sub(1));

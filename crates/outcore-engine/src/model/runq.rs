@@ -44,6 +44,10 @@ pub enum Numerics {
     Llamacpp,
     /// llama2.c runq.c's arithmetic, bit for bit (llama2.c v2 int8 checkpoints only).
     Runq,
+    /// llama.cpp's kernels, but weight types with a sixteen-row kernel on this CPU (Q4_1 on
+    /// AVX-512) take the fast arithmetic (`outcore_kernels::rows16`): batch-invariant and
+    /// faster, not llama.cpp's bits. The server's default.
+    Fast,
 }
 
 impl std::str::FromStr for Numerics {
@@ -52,8 +56,9 @@ impl std::str::FromStr for Numerics {
         match s.to_ascii_lowercase().as_str() {
             "llamacpp" | "llama.cpp" | "ggml" => Ok(Numerics::Llamacpp),
             "runq" => Ok(Numerics::Runq),
+            "fast" => Ok(Numerics::Fast),
             other => Err(format!(
-                "unknown numerics `{other}` (expected llamacpp or runq)"
+                "unknown numerics `{other}` (expected llamacpp, fast or runq)"
             )),
         }
     }

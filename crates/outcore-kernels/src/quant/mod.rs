@@ -165,6 +165,12 @@ pub trait GgmlBlock: Pod + Send + Sync {
         R4Tokens::NONE
     }
 
+    /// The fast (batch-invariant, not llama.cpp-exact) sixteen-row kernel for this CPU, if the
+    /// type has one (`crate::rows16`).
+    fn fast_rows(_k: &KernelTable) -> Option<crate::rows16::FastRows<Self, Self::Dot>> {
+        None
+    }
+
     /// The activation quantizer chosen for this CPU.
     fn quantize_activation_fn(_k: &KernelTable) -> QuantizeFn<Self> {
         Self::quantize_activation_scalar

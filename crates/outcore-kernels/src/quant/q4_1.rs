@@ -112,6 +112,14 @@ impl GgmlBlock for BlockQ4_1 {
         k.q4_1_q8_1_r4xt
     }
 
+    fn fast_rows(k: &KernelTable) -> Option<crate::rows16::FastRows<Self, BlockQ8_1>> {
+        k.q4_1_q8_1_r16.map(|simd| crate::rows16::FastRows {
+            simd,
+            scalar: crate::rows16::q4_1_q8_1_rows_scalar,
+            scales: crate::rows16::q8_1_scales,
+        })
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, BlockQ8_1> {
         k.q4_1_q8_1
     }

@@ -113,6 +113,17 @@ pub trait Engine: Send + Sync {
     fn new_sequence(&self) -> Result<SeqState, EngineError>;
     /// Empties a sequence for the next request (position 0; the KV memory is kept).
     fn reset_sequence(&self, seq: &mut SeqState) -> Result<(), EngineError>;
+    /// Positions a sequence holds in its KV cache (0 where the engine does not track them).
+    fn sequence_len(&self, _seq: &SeqState) -> usize {
+        0
+    }
+    /// Keeps the first `len` positions of a sequence's KV cache for the next request (its
+    /// prompt starts with the same tokens) and returns how many were kept; the default keeps
+    /// none. Sound only where a position's KV does not depend on what else shared its forward
+    /// steps, as with the outcore engine (its batched products give each token its own bits).
+    fn keep_prefix(&self, seq: &mut SeqState, _len: usize) -> Result<usize, EngineError> {
+        self.reset_sequence(seq).map(|()| 0)
+    }
     /// One forward step over several sequences (continuous batching): `tokens[i]` is fed to
     /// `seqs[i]`, a prompt chunk of a newly admitted sequence or the one sampled token of a
     /// decoding one; an empty slice leaves that sequence alone. Returns each sequence's logits

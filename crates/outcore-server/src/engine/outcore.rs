@@ -7,7 +7,7 @@ use std::sync::Arc;
 use outcore_engine::chat::{ChatMessage as EngineMessage, RenderOptions};
 use outcore_engine::memory::plan::{Plan, Strategy};
 use outcore_engine::memory::probe::MemLimits;
-use outcore_engine::model::{plan_load, LoadOptions, Model, State, Streaming};
+use outcore_engine::model::{plan_load, LoadOptions, Model, Numerics, State, Streaming};
 use outcore_engine::sampler::{Sampler, SamplingParams};
 use outcore_engine::tokenizer::{StreamDecoder, Tokenizer};
 use outcore_format::mapping::LoadMode;
@@ -16,7 +16,7 @@ use super::{
     fallback_estimate, ChatMessage, Engine, EngineError, Loader, MemoryUsage, PlanInfo, Sampling,
     SeqState, TextDecoder, TokenSampler,
 };
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, ServeNumerics};
 use crate::files::{FileId, LoadedFile};
 
 /// Context per sequence when the config names none: the model's, capped to bound the KV cache
@@ -82,6 +82,10 @@ fn load_options(cfg: &ModelConfig, n_ctx: usize) -> LoadOptions {
         max_ram: cfg.max_ram,
         n_ctx_hint: n_ctx.saturating_mul(cfg.parallel.max(1)),
         chat_template: cfg.chat_template.clone(),
+        numerics: match cfg.numerics {
+            ServeNumerics::Fast => Numerics::Fast,
+            ServeNumerics::Llamacpp => Numerics::Llamacpp,
+        },
         ..defaults
     }
 }
@@ -269,6 +273,24 @@ impl Engine for OutcoreEngine {
     fn reset_sequence(&self, seq: &mut SeqState) -> Result<(), EngineError> {
         state(seq)?.truncate(0);
         Ok(())
+    }
+
+    fn sequence_len(&self, seq: &SeqState) -> usize {
+        seq.downcast_ref::<Seq>().map_or(0, |s| s.state.pos)
+    }
+
+    /// Only with the fast numerics, where a position's KV is the same however the prompt was
+    /// cut into steps; llama.cpp's numerics give a prompt's tokens another attention order when
+    /// they come several per step than one by one, so there a kept prefix would change the bits.
+    fn keep_prefix(&self, seq: &mut SeqState, len: usize) -> Result<usize, EngineError> {
+        let keep = if self.model.numerics() == Numerics::Fast {
+            len
+        } else {
+            0
+        };
+        let st = state(seq)?;
+        st.truncate(keep);
+        Ok(st.pos)
     }
 
     fn forward_mixed(

@@ -1219,6 +1219,7 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
         t3: Some(vec_dot_q8_0_q8_0_r4x3),
         t4: None,
     },
+    q4_1_q8_1_r16: None,
     attn_scores,
     attn_values,
     softmax,
