@@ -17,6 +17,7 @@ the request count and a per-request timeout, and only loopback addresses are con
     scripts/server-loadtest.py --requests 40        # a quick check
     scripts/server-loadtest.py --bin target/release/outcore --threads 2
     scripts/server-loadtest.py --url http://127.0.0.1:8080 --pid 1234 --model smol
+    scripts/server-loadtest.py --unique-prompts     # no prompt repeats (no kept-prompt reuse)
 """
 import argparse
 import http.client
@@ -131,7 +132,7 @@ class Client:
         return out
 
 
-def run_level(client, model, concurrency, n_requests, max_tokens, pid):
+def run_level(client, model, concurrency, n_requests, max_tokens, pid, unique=False):
     lock = threading.Lock()
     next_i = [0]
     latencies, errors, tokens = [], {}, [0]
@@ -145,7 +146,11 @@ def run_level(client, model, concurrency, n_requests, max_tokens, pid):
                     return
                 i = next_i[0]
                 next_i[0] += 1
-            body = {"model": model, "prompt": PROMPTS[i % len(PROMPTS)], "max_tokens": max_tokens,
+            prompt = PROMPTS[i % len(PROMPTS)]
+            if unique:
+                # A prefix no other request has: nothing for a slot's kept prompt to match.
+                prompt = f"Request {i}. {prompt}"
+            body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
                     "temperature": 0.8, "seed": i}
             t0 = time.perf_counter()
             try:
@@ -247,6 +252,8 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=300.0, help="per-request timeout (s)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--unique-prompts", action="store_true",
+                    help="start every prompt with its request number, so no slot's kept prompt matches")
     args = ap.parse_args()
 
     proc = None
@@ -268,7 +275,7 @@ def main():
         results = []
         for c in args.levels:
             m0 = client.metrics(args.model)
-            r = run_level(client, args.model, c, args.requests, args.max_tokens, pid)
+            r = run_level(client, args.model, c, args.requests, args.max_tokens, pid, args.unique_prompts)
             m1 = client.metrics(args.model)
             r["rss_start"] = results[-1]["rss_end"] if results else rss_before
             r["rss_end"] = rss_bytes(pid) if pid else None

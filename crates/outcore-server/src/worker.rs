@@ -642,6 +642,30 @@ mod tests {
     use crate::engine::fake::{FakeLoader, FakeOptions, FakeStats};
     use crate::engine::Loader;
 
+    fn free(tokens: &[u32]) -> Free {
+        Free {
+            seq: Box::new(()),
+            tokens: tokens.to_vec(),
+        }
+    }
+
+    /// The longest shared prefix wins when it is at least half the prompt; otherwise a new slot
+    /// while there is room, else the least recently freed one.
+    #[test]
+    fn slot_choice_follows_the_prompt_prefix() {
+        let mut slots = vec![free(&[1, 5, 6]), free(&[1, 2, 3, 4]), free(&[1, 2, 9])];
+        let got = take_slot(&mut slots, &[1, 2, 3, 7], true).unwrap();
+        assert_eq!(got.tokens, [1, 2, 3, 4]);
+        assert_eq!(slots.len(), 2);
+        // [1] of [1, 8, 8] is less than half: a new slot if one may be made ...
+        assert!(take_slot(&mut slots, &[1, 8, 8], true).is_none());
+        // ... else the least recently freed one.
+        let got = take_slot(&mut slots, &[1, 8, 8], false).unwrap();
+        assert_eq!(got.tokens, [1, 5, 6]);
+        assert_eq!(common_prefix(&[1, 2, 3], &[1, 2]), 2);
+        assert!(take_slot(&mut Vec::new(), &[1], false).is_none());
+    }
+
     fn fake(opts: FakeOptions) -> (Arc<dyn Engine>, Arc<FakeStats>) {
         let loader = FakeLoader::new(opts);
         let cfg = ModelConfig::new("m", concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"));
