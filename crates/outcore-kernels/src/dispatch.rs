@@ -99,6 +99,7 @@ pub struct KernelTable {
     /// Sixteen weight rows times any number of tokens in the fast arithmetic
     /// (`crate::rows16`: batch-invariant, not llama.cpp's bits).
     pub q4_1_q8_1_r16: Option<RowsFn<BlockQ4_1, BlockQ8_1>>,
+    pub q8_0_q8_0_r16: Option<RowsFn<BlockQ8_0, BlockQ8_0>>,
     /// Float ops in llama.cpp's AVX2 order (`crate::ops`).
     pub attn_scores: AttnScoresFn,
     pub attn_values: AttnValuesFn,
@@ -150,6 +151,7 @@ pub(crate) const SCALAR_TABLE: KernelTable = KernelTable {
     q4_1_q8_1_r4xt: R4Tokens::NONE,
     q8_0_q8_0_r4xt: R4Tokens::NONE,
     q4_1_q8_1_r16: None,
+    q8_0_q8_0_r16: None,
     attn_scores: ops::attn_scores_scalar,
     attn_values: ops::attn_values_scalar,
     softmax: ops::softmax_scalar,

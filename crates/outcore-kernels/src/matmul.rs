@@ -148,8 +148,8 @@ fn matmul_rows16<B: GgmlBlock>(
     out: &mut [f32],
 ) {
     let n_rows = w.len() / nb;
-    let act = quantize_activations::<B>(k, x, n_tokens, nb);
-    let scales = (f.scales)(&act);
+    let mut act = quantize_activations::<B>(k, x, n_tokens, nb);
+    let scales = (f.prepare)(&mut act);
     let run = |c: usize, o: &mut [f32]| {
         let rows = o.len() / n_tokens;
         let ws = &w[c * R16 * nb..(c * R16 + rows) * nb];

@@ -16,7 +16,7 @@
 //! (Q4_1 with AVX-512 VNNI) take this path; the others run their exact kernels, which are
 //! batch-invariant too (batched kernels give the single kernel's bits).
 
-use crate::quant::{BlockQ4_1, BlockQ8_1};
+use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
 /// Weight rows per call of a sixteen-row kernel.
 pub const R16: usize = 16;
@@ -56,16 +56,60 @@ pub type RowsFn<W, A> =
     fn(w: &[W], nb: usize, act: &[A], scales: &[[f32; 2]], n_tokens: usize, out: &mut [f32]);
 
 /// A type's fast sixteen-row kernel on this CPU, its scalar twin (for rows past the last group
-/// of sixteen) and its activation scales.
+/// of sixteen) and the preparation of its activations (once per product: the blocks' scales as
+/// f32, and whatever re-encoding of the quants the kernels take).
 pub struct FastRows<W: 'static, A: 'static> {
     pub simd: RowsFn<W, A>,
     pub scalar: RowsFn<W, A>,
-    pub scales: fn(&[A]) -> Vec<[f32; 2]>,
+    pub prepare: fn(&mut [A]) -> Vec<[f32; 2]>,
 }
 
 /// The `[d, s]` of each Q8_1 block as f32 (converted once per product, not once per row).
-pub fn q8_1_scales(act: &[BlockQ8_1]) -> Vec<[f32; 2]> {
+pub fn q8_1_scales(act: &mut [BlockQ8_1]) -> Vec<[f32; 2]> {
     act.iter().map(|b| [b.d.to_f32(), b.s.to_f32()]).collect()
+}
+
+/// Q8_0 activations for the sixteen-row kernels: each quant `y` becomes `y + 128` as a byte
+/// (its sign bit flipped), the unsigned operand `vpdpbusd` takes; `[d, 0]` per block.
+pub fn q8_0_offset(act: &mut [BlockQ8_0]) -> Vec<[f32; 2]> {
+    act.iter_mut()
+        .map(|b| {
+            for q in &mut b.qs {
+                *q = (*q as u8 ^ 0x80) as i8;
+            }
+            [b.d.to_f32(), 0.0]
+        })
+        .collect()
+}
+
+/// The definition of the fast Q8_0 x Q8_0 product (activations through [`q8_0_offset`]): per
+/// block the exact integer sum of `x * y`, then `acc = fma(dx * dy, sum, acc)`.
+pub fn q8_0_q8_0_rows_scalar(
+    w: &[BlockQ8_0],
+    nb: usize,
+    act: &[BlockQ8_0],
+    scales: &[[f32; 2]],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    let rows = w.len().checked_div(nb).unwrap_or(0);
+    for r in 0..rows {
+        let row = &w[r * nb..(r + 1) * nb];
+        for t in 0..n_tokens {
+            let ys = &act[t * nb..(t + 1) * nb];
+            let sc = &scales[t * nb..(t + 1) * nb];
+            let mut acc = 0f32;
+            for ((x, y), &[dy, _]) in row.iter().zip(ys).zip(sc) {
+                let sum: i32 =
+                    x.qs.iter()
+                        .zip(&y.qs)
+                        .map(|(&a, &b)| i32::from(a) * i32::from((b as u8 ^ 0x80) as i8))
+                        .sum();
+                acc = (x.d.to_f32() * dy).mul_add(sum as f32, acc);
+            }
+            out[r * n_tokens + t] = acc;
+        }
+    }
 }
 
 /// The definition of the fast Q4_1 x Q8_1 product (any number of rows): per block the exact
@@ -153,9 +197,57 @@ mod tests {
                         BlockQ8_1::quantize_activation_scalar(&xf, &mut a);
                         (w, a)
                     };
-                    let sc = q8_1_scales(&act);
+                    let mut act = act;
+                    let sc = q8_1_scales(&mut act);
                     let mut want = vec![0f32; R16 * n_tokens];
                     q4_1_q8_1_rows_scalar(&w, nb, &act, &sc, n_tokens, &mut want);
+                    let mut got = vec![f32::NAN; R16 * n_tokens];
+                    f(&w, nb, &act, &sc, n_tokens, &mut got);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(
+                        bits(&got),
+                        bits(&want),
+                        "nb {nb}, {n_tokens} tokens, raw {raw}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// The same for the Q8_0 kernel (offset activations, signed weights).
+    #[test]
+    fn simd_q8_0_rows_match_the_scalar_twin() {
+        let Some(f) = crate::dispatch::kernels().q8_0_q8_0_r16 else {
+            eprintln!("no sixteen-row kernel on this CPU; nothing to compare");
+            return;
+        };
+        let mut seed = 13u64;
+        for nb in [1usize, 3, 32, 33, 70] {
+            for n_tokens in [1usize, 2, 3, 4, 5, 8, 9, 17] {
+                for raw in [false, true] {
+                    let (w, mut act) = if raw {
+                        let mut w: Vec<BlockQ8_0> = random_bytes(R16 * nb, &mut seed);
+                        let mut a: Vec<BlockQ8_0> = random_bytes(n_tokens * nb, &mut seed);
+                        for b in w.iter_mut().chain(a.iter_mut()) {
+                            b.d = half::f16::from_f32(lcg(&mut seed) * 0.01);
+                            // The extremes too: -128 * -128 sums are the largest.
+                            b.qs[0] = -128;
+                            b.qs[31] = 127;
+                        }
+                        (w, a)
+                    } else {
+                        let wf: Vec<f32> = (0..R16 * nb * 32).map(|_| lcg(&mut seed)).collect();
+                        let mut w = vec![BlockQ8_0::zeroed(); R16 * nb];
+                        BlockQ8_0::quantize(&wf, &mut w);
+                        let xf: Vec<f32> =
+                            (0..n_tokens * nb * 32).map(|_| lcg(&mut seed)).collect();
+                        let mut a = vec![BlockQ8_0::zeroed(); n_tokens * nb];
+                        BlockQ8_0::quantize_activation_scalar(&xf, &mut a);
+                        (w, a)
+                    };
+                    let sc = q8_0_offset(&mut act);
+                    let mut want = vec![0f32; R16 * n_tokens];
+                    q8_0_q8_0_rows_scalar(&w, nb, &act, &sc, n_tokens, &mut want);
                     let mut got = vec![f32::NAN; R16 * n_tokens];
                     f(&w, nb, &act, &sc, n_tokens, &mut got);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -181,7 +273,26 @@ mod tests {
         let mut a = vec![BlockQ8_1::zeroed(); 2 * nb];
         BlockQ8_1::quantize_activation_scalar(&xf, &mut a);
         let mut got = vec![0f32; 6];
-        q4_1_q8_1_rows_scalar(&w, nb, &a, &q8_1_scales(&a), 2, &mut got);
+        let sc = q8_1_scales(&mut a);
+        q4_1_q8_1_rows_scalar(&w, nb, &a, &sc, 2, &mut got);
+        let (mut w8, mut a8) = (
+            vec![BlockQ8_0::zeroed(); 3 * nb],
+            vec![BlockQ8_0::zeroed(); 2 * nb],
+        );
+        BlockQ8_0::quantize(&wf, &mut w8);
+        BlockQ8_0::quantize_activation_scalar(&xf, &mut a8);
+        let exact8: Vec<f32> = (0..6)
+            .map(|i| {
+                let (r, t) = (i / 2, i % 2);
+                BlockQ8_0::vec_dot_scalar(&w8[r * nb..(r + 1) * nb], &a8[t * nb..(t + 1) * nb])
+            })
+            .collect();
+        let sc8 = q8_0_offset(&mut a8);
+        let mut got8 = vec![0f32; 6];
+        q8_0_q8_0_rows_scalar(&w8, nb, &a8, &sc8, 2, &mut got8);
+        for (g, e) in got8.iter().zip(&exact8) {
+            assert!((g - e).abs() <= 1e-5 * (1.0 + e.abs()), "Q8_0 {g} vs {e}");
+        }
         for r in 0..3 {
             for t in 0..2 {
                 let exact =

@@ -621,6 +621,7 @@ mod tests {
     fn numerics_parse() {
         assert_eq!("runq".parse::<Numerics>(), Ok(Numerics::Runq));
         assert_eq!("llamacpp".parse::<Numerics>(), Ok(Numerics::Llamacpp));
-        assert!("fast".parse::<Numerics>().is_err());
+        assert_eq!("fast".parse::<Numerics>(), Ok(Numerics::Fast));
+        assert!("quick".parse::<Numerics>().is_err());
     }
 }

@@ -116,7 +116,7 @@ impl GgmlBlock for BlockQ4_1 {
         k.q4_1_q8_1_r16.map(|simd| crate::rows16::FastRows {
             simd,
             scalar: crate::rows16::q4_1_q8_1_rows_scalar,
-            scales: crate::rows16::q8_1_scales,
+            prepare: crate::rows16::q8_1_scales,
         })
     }
 

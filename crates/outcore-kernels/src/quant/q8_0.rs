@@ -109,6 +109,14 @@ impl GgmlBlock for BlockQ8_0 {
         k.q8_0_q8_0_r4xt
     }
 
+    fn fast_rows(k: &KernelTable) -> Option<crate::rows16::FastRows<Self, Self>> {
+        k.q8_0_q8_0_r16.map(|simd| crate::rows16::FastRows {
+            simd,
+            scalar: crate::rows16::q8_0_q8_0_rows_scalar,
+            prepare: crate::rows16::q8_0_offset,
+        })
+    }
+
     fn vec_dot_fn(k: &KernelTable) -> VecDotFn<Self, Self> {
         k.q8_0_q8_0
     }

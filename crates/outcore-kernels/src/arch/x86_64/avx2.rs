@@ -1220,6 +1220,7 @@ pub(crate) const AVX2_TABLE: KernelTable = KernelTable {
         t4: None,
     },
     q4_1_q8_1_r16: None,
+    q8_0_q8_0_r16: None,
     attn_scores,
     attn_values,
     softmax,

@@ -4,8 +4,8 @@
 //! Q6_K, zmm-wide, one and four rows at a time); Q4_1 and Q8_0 have their four-row kernels (1 to 4
 //! tokens) in `q4_1_rows` and `q8_0_rows`; the other types use the AVX2 kernels. Results
 //! are bit-identical to the scalar twins, like every level (integer sums are exact, float steps
-//! keep the scalar order). `q4_1_r16` is the sixteen-row Q4_1 kernel of the fast arithmetic
-//! (`crate::rows16`), bit-identical to its own scalar twin there.
+//! keep the scalar order). `q4_1_r16` and `q8_0_r16` are the sixteen-row kernels of the fast
+//! arithmetic (`crate::rows16`), bit-identical to their own scalar twins there.
 //!
 //! Soundness: as in `avx2.rs`, the `unsafe fn`s need the features in their `#[target_feature]`
 //! and the safe wrappers are only reachable through [`table`], handed out after [`is_available`].
@@ -90,6 +90,7 @@ mod vbmi {
 mod kquant;
 mod q4_1_r16;
 mod q4_1_rows;
+mod q8_0_r16;
 mod q8_0_rows;
 
 /// The VBMI Q4_K/Q6_K kernels of [`kquant`]; like [`vbmi`], only reachable through `TABLE_VBMI`.
@@ -189,6 +190,18 @@ fn q4_1_q8_1_r16(
     unsafe { q4_1_r16::q4_1_r16(w, nb, act, scales, n_tokens, out) }
 }
 
+fn q8_0_q8_0_r16(
+    w: &[BlockQ8_0],
+    nb: usize,
+    act: &[BlockQ8_0],
+    scales: &[[f32; 2]],
+    n_tokens: usize,
+    out: &mut [f32],
+) {
+    // SAFETY: as above.
+    unsafe { q8_0_r16::q8_0_r16(w, nb, act, scales, n_tokens, out) }
+}
+
 static TABLE: KernelTable = TABLE_FIELDS;
 
 /// [`TABLE`] plus the VBMI k-quant kernels (Zen 4, Ice Lake and later): Q5_K here, Q4_K and
@@ -227,6 +240,7 @@ const TABLE_FIELDS: KernelTable = KernelTable {
         t4: Some(vec_dot_q8_0_q8_0_r4xt::<4>),
     },
     q4_1_q8_1_r16: Some(q4_1_q8_1_r16),
+    q8_0_q8_0_r16: Some(q8_0_q8_0_r16),
     ..AVX2_TABLE
 };
 

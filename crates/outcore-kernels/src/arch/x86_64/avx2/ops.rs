@@ -9,7 +9,7 @@ use std::arch::x86_64::*;
 
 use half::f16;
 
-use crate::ops::{fold_acc4, hsum8, silu, v_expf, DotOrder};
+use crate::ops::{hsum8, silu, v_expf, DotOrder};
 
 /// 8 f16 -> 8 f32.
 ///
@@ -50,11 +50,49 @@ fn dot_chain8(a: &[f32], b: &[f16]) -> f32 {
         acc = _mm256_fmadd_ps(x, y, acc);
         i += 8;
     }
-    let mut l = lanes(acc);
-    for j in i..n {
-        l[j % 8] = a[j].mul_add(b[j].to_f32(), l[j % 8]);
+    if i < n {
+        acc = fma_tail(acc, &a[i..n], &b[i..n]);
     }
-    hsum8(&l)
+    hsum8_v(acc)
+}
+
+/// `acc` with lanes `0..a.len()` (fewer than 8) replaced by `fma(a[l], b[l], acc[l])`, the
+/// others untouched: what the scalar tail loops of ggml do, in one vector FMA (short attention
+/// rows are mostly tail: a row of 25 positions is three vectors and a tail).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fma_tail(acc: __m256, a: &[f32], b: &[f16]) -> __m256 {
+    let k = a.len().min(b.len()).min(8);
+    let (mut x, mut y) = ([0f32; 8], [f16::ZERO; 8]);
+    x[..k].copy_from_slice(&a[..k]);
+    y[..k].copy_from_slice(&b[..k]);
+    // SAFETY: `x` is 8 readable f32 and `y` 8 readable f16.
+    let (x, y) = unsafe { (_mm256_loadu_ps(x.as_ptr()), load_f16x8(y.as_ptr())) };
+    let live = _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(k as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    );
+    _mm256_blendv_ps(acc, _mm256_fmadd_ps(x, y, acc), _mm256_castsi256_ps(live))
+}
+
+/// [`hsum8`] on a vector: `r[l] = v[l] + v[l + 4]`, then `(r0 + r2) + (r1 + r3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn hsum8_v(v: __m256) -> f32 {
+    let r = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// [`crate::ops::fold_acc4`] on vectors: `(acc0 + acc2) + (acc1 + acc3)` lane-wise, `t[l] = r[l] + r[l + 4]`,
+/// then `(t0 + t1) + (t2 + t3)`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn fold_acc4_v(acc: [__m256; 4]) -> f32 {
+    let r = _mm256_add_ps(_mm256_add_ps(acc[0], acc[2]), _mm256_add_ps(acc[1], acc[3]));
+    let t = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps::<1>(r));
+    let u = _mm_hadd_ps(t, t);
+    _mm_cvtss_f32(_mm_add_ss(u, _mm_movehdup_ps(u)))
 }
 
 /// `ggml_vec_dot_f16`: four 8-lane accumulators fed 32 elements per step.
@@ -90,12 +128,11 @@ fn dot_acc4(a: &[f32], b: &[f16]) -> f32 {
         acc[r] = _mm256_fmadd_ps(x, y, acc[r]);
         i += 8;
     }
-    let mut l = [lanes(acc[0]), lanes(acc[1]), lanes(acc[2]), lanes(acc[3])];
-    for j in i..n {
-        let s = &mut l[(j / 8) % 4][j % 8];
-        *s = a[j].mul_add(b[j].to_f32(), *s);
+    if i < n {
+        let r = (i / 8) % 4;
+        acc[r] = fma_tail(acc[r], &a[i..n], &b[i..n]);
     }
-    fold_acc4(&l)
+    fold_acc4_v(acc)
 }
 
 /// # Safety
