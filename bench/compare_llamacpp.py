@@ -33,8 +33,8 @@ for line in sys.stdin:
 '''
 
 
-def outcore_run(binary, model, what, p, n, t):
-    args = [binary, "bench", "-m", model, "-t", str(t), "-r", "1", "--json"]
+def outcore_run(binary, model, what, p, n, t, numerics="llamacpp"):
+    args = [binary, "bench", "-m", model, "-t", str(t), "-r", "1", "--json", "--numerics", numerics]
     args += ["-p", str(p), "-n", "0"] if what == "pp" else ["-p", "0", "-n", str(n)]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     j = json.loads(out)
@@ -48,6 +48,7 @@ def main():
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-r", type=int, default=5)
+    ap.add_argument("--numerics", default="llamacpp", help="outcore's --numerics (llamacpp or fast)")
     ap.add_argument("--outcore", default="target/release/outcore")
     ap.add_argument("--python", default=sys.executable, help="interpreter with llama_cpp")
     ap.add_argument("--json", action="store_true")
@@ -59,14 +60,14 @@ def main():
     tests = [w for w, k in (("pp", a.p), ("tg", a.n)) if k]
     # outcore warm-up (page cache, CPU clocks)
     for w in tests:
-        outcore_run(a.outcore, a.model, w, a.p, a.n, a.t)
+        outcore_run(a.outcore, a.model, w, a.p, a.n, a.t, a.numerics)
     res = {(tool, w): [] for tool in ("outcore", "llama.cpp") for w in tests}
     for r in range(a.r):
         for w in tests:
             order = ("outcore", "llama.cpp") if r % 2 == 0 else ("llama.cpp", "outcore")
             for tool in order:
                 if tool == "outcore":
-                    v = outcore_run(a.outcore, a.model, w, a.p, a.n, a.t)
+                    v = outcore_run(a.outcore, a.model, w, a.p, a.n, a.t, a.numerics)
                 else:
                     child.stdin.write(w + "\n"); child.stdin.flush()
                     v = json.loads(child.stdout.readline())["tps"]

@@ -195,7 +195,7 @@ fn bench_rows16(c: &mut Criterion) {
     quantize_row(GgmlType::Q4_1, &data(n * rows, 1), &mut wb).unwrap();
     let w: &[BlockQ4_1] = bytemuck::cast_slice(&wb);
     let mut g = c.benchmark_group("rows16_576");
-    for t in [1usize, 2, 4, 8] {
+    for t in [1usize, 2, 4, 8, 12, 16] {
         let mut ab = vec![0u8; row_bytes(GgmlType::Q8_1, n).unwrap() * t];
         quantize_activation_with(k, GgmlType::Q8_1, &data(n * t, 11), &mut ab).unwrap();
         let mut a: Vec<BlockQ8_1> = bytemuck::cast_slice(&ab).to_vec();

@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// Print JSON.
     #[arg(long = "json")]
     pub json: bool,
+    /// Arithmetic: llamacpp (llama.cpp's bits) or fast (see `run --help`).
+    #[arg(long = "numerics", default_value = "llamacpp")]
+    pub numerics: String,
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -104,7 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         chat_template: None,
         max_ram: None,
         tokenizer: None,
-        numerics: "llamacpp".into(),
+        numerics: args.numerics.clone(),
     };
     let model = margs.open()?;
     let n_ctx = margs.n_ctx(&model)?;

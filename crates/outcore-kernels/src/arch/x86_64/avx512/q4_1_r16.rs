@@ -15,8 +15,9 @@ use crate::arch::x86_64::avx2::PREFETCH_ROWS_AHEAD;
 use crate::quant::{BlockQ4_1, BlockQ8_1};
 use crate::rows16::R16;
 
-/// Tokens per pass over the rows (one zmm accumulator each).
-const TOKENS: usize = 8;
+/// Tokens per pass over the rows (one zmm accumulator each; 16 rather than 8: a 12-token step
+/// of sixteen rows of 576 in L1, 1037 -> 892 ns; 16 tokens 1235 -> 1160 ns; 8 the same).
+const TOKENS: usize = 16;
 
 /// The lane of row `r` after the transposition: row `4j + l` ends in lane `4l + j`.
 const fn lane(r: usize) -> usize {
@@ -65,7 +66,15 @@ pub(super) unsafe fn q4_1_r16(
                 5 => pass::<5>(&p),
                 6 => pass::<6>(&p),
                 7 => pass::<7>(&p),
-                _ => pass::<8>(&p),
+                8 => pass::<8>(&p),
+                9 => pass::<9>(&p),
+                10 => pass::<10>(&p),
+                11 => pass::<11>(&p),
+                12 => pass::<12>(&p),
+                13 => pass::<13>(&p),
+                14 => pass::<14>(&p),
+                15 => pass::<15>(&p),
+                _ => pass::<16>(&p),
             }
         };
         for (t, a) in acc.iter().take(nt).enumerate() {

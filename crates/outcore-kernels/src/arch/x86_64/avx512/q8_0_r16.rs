@@ -13,7 +13,7 @@ use crate::quant::BlockQ8_0;
 use crate::rows16::R16;
 
 /// Tokens per pass over the rows (one zmm accumulator each).
-const TOKENS: usize = 8;
+const TOKENS: usize = 16;
 
 /// The lane of row `r` after the transposition: row `4j + l` ends in lane `4l + j`.
 const fn lane(r: usize) -> usize {
@@ -63,7 +63,15 @@ pub(super) unsafe fn q8_0_r16(
                 5 => pass::<5>(&p),
                 6 => pass::<6>(&p),
                 7 => pass::<7>(&p),
-                _ => pass::<8>(&p),
+                8 => pass::<8>(&p),
+                9 => pass::<9>(&p),
+                10 => pass::<10>(&p),
+                11 => pass::<11>(&p),
+                12 => pass::<12>(&p),
+                13 => pass::<13>(&p),
+                14 => pass::<14>(&p),
+                15 => pass::<15>(&p),
+                _ => pass::<16>(&p),
             }
         };
         for (t, a) in acc.iter().take(nt).enumerate() {
