@@ -18,6 +18,7 @@ the request count and a per-request timeout, and only loopback addresses are con
     scripts/server-loadtest.py --bin target/release/outcore --threads 2
     scripts/server-loadtest.py --url http://127.0.0.1:8080 --pid 1234 --model smol
     scripts/server-loadtest.py --unique-prompts     # no prompt repeats (no kept-prompt reuse)
+    scripts/server-loadtest.py --levels 1,4 --rounds 5   # 1 and 4 streams in turn, five times
 """
 import argparse
 import http.client
@@ -192,6 +193,48 @@ def run_level(client, model, concurrency, n_requests, max_tokens, pid, unique=Fa
         "tokens_per_s": round(tokens[0] / wall, 2) if wall > 0 else None,
         "requests_per_s": round(len(latencies) / wall, 2) if wall > 0 else None,
         "rss_warm": rss_warm[0],
+        "latencies": latencies,
+    }
+
+
+def merge(runs):
+    """One row per concurrency from its runs in every round: totals over the summed wall time,
+    percentiles over all latencies; RSS at the start and once warm of the first run, at the end of
+    the last; and the largest growth within any one run (for the memory check)."""
+    lat = sorted(x for r in runs for x in r["latencies"])
+    wall = sum(r["wall_s"] for r in runs)
+    tokens = sum(r["completion_tokens"] for r in runs)
+    errors = {}
+    for r in runs:
+        for k, v in r["errors"].items():
+            errors[k] = errors.get(k, 0) + v
+
+    def pct(p):
+        return lat[min(len(lat) - 1, int(p * len(lat)))] if lat else float("nan")
+
+    steps = [r["decode_steps"] for r in runs]
+    batch_tokens = [r["mean_batch"] * r["decode_steps"] for r in runs if r["decode_steps"]]
+    grew = [r["rss_end"] - r["rss_warm"] for r in runs if r["rss_warm"] and r["rss_end"]]
+    flat = all(r["rss_end"] <= r["rss_warm"] * 1.05 + 8 * 2**20 for r in runs if r["rss_warm"] and r["rss_end"])
+    return {
+        "concurrency": runs[0]["concurrency"],
+        "requests": sum(r["requests"] for r in runs),
+        "ok": len(lat),
+        "errors": errors,
+        "wall_s": round(wall, 3),
+        "p50_ms": round(pct(0.50) * 1000, 1),
+        "p99_ms": round(pct(0.99) * 1000, 1),
+        "mean_ms": round(statistics.mean(lat) * 1000, 1) if lat else None,
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 2) if wall > 0 else None,
+        "requests_per_s": round(len(lat) / wall, 2) if wall > 0 else None,
+        "mean_batch": round(sum(batch_tokens) / sum(steps), 2) if None not in steps and sum(steps) else None,
+        "rss_start": runs[0]["rss_start"],
+        "rss_warm": runs[0]["rss_warm"],
+        "rss_end": runs[-1]["rss_end"],
+        "max_growth": max(grew) if grew else None,
+        "flat": flat,
+        "round_tokens_per_s": [r["tokens_per_s"] for r in runs],
     }
 
 
@@ -212,7 +255,8 @@ def print_report(args, results, rss_before, rss_after):
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
     line = lambda cells: "| " + " | ".join(c.rjust(w) for c, w in zip(cells, widths)) + " |"
     print()
-    print(f"outcore serve load test: {args.requests} requests per level, max_tokens {args.max_tokens}, "
+    rounds = f" in {args.rounds} alternating rounds" if args.rounds > 1 else ""
+    print(f"outcore serve load test: {args.requests} requests per level{rounds}, max_tokens {args.max_tokens}, "
           f"model {args.model}, slots {args.parallel}")
     print(line(head))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
@@ -225,12 +269,15 @@ def print_report(args, results, rss_before, rss_after):
         verdict = "met" if four >= 2 * base else "NOT met"
         print(f"4 streams vs 1: {four / base:.2f}x aggregate generated tok/s (target >= 2x): {verdict}")
     print(f"errors: {failed} (target 0): {'met' if failed == 0 else 'NOT met'}")
-    levels = [r for r in results if r["rss_warm"] and r["rss_end"]]
+    levels = [r for r in results if r["max_growth"] is not None]
     if levels:
-        grew = [r for r in levels if r["rss_end"] > r["rss_warm"] * 1.05 + 8 * 2**20]
-        worst = max(r["rss_end"] - r["rss_warm"] for r in levels)
+        grew = [r for r in levels if not r["flat"]]
+        worst = max(r["max_growth"] for r in levels)
         print(f"memory flat within every level (end <= warm + 5% + 8 MiB; largest change {worst / 2**20:+.1f} MiB): "
               f"{'met' if not grew else 'NOT met at concurrency ' + ','.join(str(r['concurrency']) for r in grew)}")
+    if args.rounds > 1:
+        for r in results:
+            print(f"concurrency {r['concurrency']}: tok/s per round {r['round_tokens_per_s']}")
     if rss_before and rss_after:
         planned = f"; planner's figure for the model {args.planned}" if getattr(args, "planned", None) else ""
         print(f"server RSS: {mib(rss_before)} after the warm-up request, {mib(rss_after)} at the end{planned}")
@@ -252,6 +299,9 @@ def main():
     ap.add_argument("--max-tokens", type=int, default=16)
     ap.add_argument("--timeout", type=float, default=300.0, help="per-request timeout (s)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the levels this many times in turn, --requests/ROUNDS each (a noisy machine "
+                         "then slows every level alike); rows sum the rounds")
     ap.add_argument("--unique-prompts", action="store_true",
                     help="start every prompt with its request number, so no slot's kept prompt matches")
     args = ap.parse_args()
@@ -272,25 +322,31 @@ def main():
         if status != 200:
             sys.exit(f"warm-up failed: {status} {data[:200]!r}")
         rss_before = rss_bytes(pid) if pid else None
-        results = []
-        for c in args.levels:
-            m0 = client.metrics(args.model)
-            r = run_level(client, args.model, c, args.requests, args.max_tokens, pid, args.unique_prompts)
-            m1 = client.metrics(args.model)
-            r["rss_start"] = results[-1]["rss_end"] if results else rss_before
-            r["rss_end"] = rss_bytes(pid) if pid else None
-            if None not in (m0["steps"], m1["steps"], m0["tokens"], m1["tokens"]) and m1["steps"] > m0["steps"]:
-                r["decode_steps"] = m1["steps"] - m0["steps"]
-                r["mean_batch"] = round((m1["tokens"] - m0["tokens"]) / r["decode_steps"], 2)
-            else:
-                r["decode_steps"], r["mean_batch"] = None, None
-            results.append(r)
-            print(f"concurrency {c}: done, {r['ok']}/{r['requests']} ok, {r['tokens_per_s']} tok/s", flush=True)
+        runs = []
+        rounds = max(1, args.rounds)
+        per_run = max(1, args.requests // rounds)
+        for k in range(rounds):
+            for c in args.levels:
+                m0 = client.metrics(args.model)
+                r = run_level(client, args.model, c, per_run, args.max_tokens, pid, args.unique_prompts)
+                m1 = client.metrics(args.model)
+                r["rss_start"] = runs[-1]["rss_end"] if runs else rss_before
+                r["rss_end"] = rss_bytes(pid) if pid else None
+                if None not in (m0["steps"], m1["steps"], m0["tokens"], m1["tokens"]) and m1["steps"] > m0["steps"]:
+                    r["decode_steps"] = m1["steps"] - m0["steps"]
+                    r["mean_batch"] = round((m1["tokens"] - m0["tokens"]) / r["decode_steps"], 2)
+                else:
+                    r["decode_steps"], r["mean_batch"] = None, None
+                runs.append(r)
+                tag = f"round {k + 1}, " if rounds > 1 else ""
+                print(f"{tag}concurrency {c}: done, {r['ok']}/{r['requests']} ok, {r['tokens_per_s']} tok/s", flush=True)
+        results = [merge([r for r in runs if r["concurrency"] == c]) for c in dict.fromkeys(args.levels)]
         rss_after = rss_bytes(pid) if pid else None
         ok = print_report(args, results, rss_before, rss_after)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"url": url, "rss_before": rss_before, "rss_after": rss_after, "levels": results}, f, indent=2)
+                json.dump({"url": url, "rss_before": rss_before, "rss_after": rss_after, "levels": results,
+                           "runs": [{k: v for k, v in r.items() if k != "latencies"} for r in runs]}, f, indent=2)
         sys.exit(0 if ok else 1)
     finally:
         if proc is not None:
