@@ -36,6 +36,7 @@ fn lanes(v: __m256) -> [f32; 8] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_chain8(a: &[f32], b: &[f16]) -> f32 {
+    let b = &b[..b.len().min(a.len() + 8)];
     let n = a.len().min(b.len());
     let mut acc = _mm256_setzero_ps();
     let mut i = 0;
@@ -51,27 +52,40 @@ fn dot_chain8(a: &[f32], b: &[f16]) -> f32 {
         i += 8;
     }
     if i < n {
-        acc = fma_tail(acc, &a[i..n], &b[i..n]);
+        acc = fma_tail(acc, &a[i..n], &b[i..]);
     }
     hsum8_v(acc)
 }
 
 /// `acc` with lanes `0..a.len()` (fewer than 8) replaced by `fma(a[l], b[l], acc[l])`, the
-/// others untouched: what the scalar tail loops of ggml do, in one vector FMA (short attention
+/// others untouched (`b` may run past `a`: those values are read but meet masked lanes): what the scalar tail loops of ggml do, in one vector FMA (short attention
 /// rows are mostly tail: a row of 25 positions is three vectors and a tail).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn fma_tail(acc: __m256, a: &[f32], b: &[f16]) -> __m256 {
-    let k = a.len().min(b.len()).min(8);
-    let (mut x, mut y) = ([0f32; 8], [f16::ZERO; 8]);
-    x[..k].copy_from_slice(&a[..k]);
-    y[..k].copy_from_slice(&b[..k]);
-    // SAFETY: `x` is 8 readable f32 and `y` 8 readable f16.
-    let (x, y) = unsafe { (_mm256_loadu_ps(x.as_ptr()), load_f16x8(y.as_ptr())) };
+    let k = a.len().min(8);
     let live = _mm256_cmpgt_epi32(
         _mm256_set1_epi32(k as i32),
         _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
     );
+    // SAFETY: the lanes below `k` are inside `a`; a masked load reads no other lane.
+    let x = unsafe { _mm256_maskload_ps(a.as_ptr(), live) };
+    let y = if b.len() >= 8 {
+        // SAFETY: 8 readable values; the ones past `k` only meet masked lanes.
+        unsafe { load_f16x8(b.as_ptr()) }
+    } else {
+        // Packed by shifts (a copy loop here became a memcpy call and a stalled reload).
+        let (mut lo, mut hi) = (0u64, 0u64);
+        for (j, v) in b.iter().take(k).enumerate() {
+            let v = u64::from(v.to_bits());
+            if j < 4 {
+                lo |= v << (16 * j);
+            } else {
+                hi |= v << (16 * (j - 4));
+            }
+        }
+        _mm256_cvtph_ps(_mm_set_epi64x(hi as i64, lo as i64))
+    };
     _mm256_blendv_ps(acc, _mm256_fmadd_ps(x, y, acc), _mm256_castsi256_ps(live))
 }
 
@@ -99,6 +113,7 @@ fn fold_acc4_v(acc: [__m256; 4]) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn dot_acc4(a: &[f32], b: &[f16]) -> f32 {
+    let b = &b[..b.len().min(a.len() + 8)];
     let n = a.len().min(b.len());
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
@@ -130,7 +145,7 @@ fn dot_acc4(a: &[f32], b: &[f16]) -> f32 {
     }
     if i < n {
         let r = (i / 8) % 4;
-        acc[r] = fma_tail(acc[r], &a[i..n], &b[i..n]);
+        acc[r] = fma_tail(acc[r], &a[i..n], &b[i..]);
     }
     fold_acc4_v(acc)
 }
@@ -167,8 +182,27 @@ pub(crate) unsafe fn attn_values_impl(
     out: &mut [f32],
 ) {
     let n = w16.len();
+    // The rows of V (transposed) are a context length apart: each output reads a line or two
+    // of its own, which no hardware prefetcher sees coming. Ask for the rows a few ahead.
+    const AHEAD: usize = 6;
+    let prefetch_row = |i: usize| {
+        let p = vt.as_ptr().wrapping_add(i * stride) as *const i8;
+        _mm_prefetch::<_MM_HINT_T0>(p);
+        if n > 24 {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
+    };
+    let rows = out.len();
+    for i in 0..AHEAD.min(rows) {
+        prefetch_row(i);
+    }
     for (i, o) in out.iter_mut().enumerate() {
-        let row = &vt[i * stride..][..n];
+        if i + AHEAD < rows {
+            prefetch_row(i + AHEAD);
+        }
+        // The row with up to 8 more positions (still this row's) for the tail's full load.
+        let start = i * stride;
+        let row = &vt[start..(start + (n + 8).min(stride)).min(vt.len())];
         *o = match order {
             DotOrder::VecDotF16 => dot_acc4(w16, row),
             DotOrder::TinyBlas => dot_chain8(w16, row),
