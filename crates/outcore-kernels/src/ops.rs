@@ -335,18 +335,3 @@ mod tests {
         assert_eq!(c, [0.3, -0.2, 0.1, 0.9]);
     }
 }
-
-/// A hint that the cache line holding `p` will be written soon (a no-op off x86_64): scattered
-/// stores, such as a V column into a transposed KV cache (one line per value, a context length
-/// apart), then find their lines in cache instead of stalling the store buffer one miss each.
-/// Never dereferences `p`.
-#[inline(always)]
-pub fn prefetch_line<T>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: SSE is part of x86_64's baseline; a prefetch reads nothing and never faults.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
-}
