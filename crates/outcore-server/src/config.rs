@@ -563,10 +563,23 @@ chat_template = "chatml"
         assert_eq!(c.api_key, None);
         assert_eq!(c.models["a"].parallel, 1);
         assert!(c.models["a"].use_mmap);
+        assert_eq!(c.models["a"].numerics, ServeNumerics::Fast);
+        let c = ServerConfig::from_toml(
+            "[models.a]\npath = \"m.gguf\"\nnumerics = \"llamacpp\"\n",
+            "x.toml",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(c.models["a"].numerics, ServeNumerics::Llamacpp);
     }
 
     #[test]
     fn errors_name_line_and_key() {
+        let e = err("[models.a]\npath = \"m.gguf\"\nnumerics = \"quick\"\n");
+        assert_eq!(
+            e, "outcore.toml:3: `models.a.numerics`: must be \"fast\" or \"llamacpp\"",
+            "{e}"
+        );
         let e = err("[models.a]\npath = \"m.gguf\"\nparallel = 0\n");
         assert_eq!(
             e, "outcore.toml:3: `models.a.parallel`: must be between 1 and 256",
