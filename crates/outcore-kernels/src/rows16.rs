@@ -82,6 +82,29 @@ pub fn q8_0_offset(act: &mut [BlockQ8_0]) -> Vec<[f32; 2]> {
         .collect()
 }
 
+/// Every (row, token) of `rows` rows times `n_tokens` activation rows, `out[r * n_tokens + t]`,
+/// folding `step(acc, weight block, activation block, its scales)` over the blocks from 0.
+fn rows_scalar<W, A>(
+    (w, nb, act, scales): (&[W], usize, &[A], &[[f32; 2]]),
+    n_tokens: usize,
+    out: &mut [f32],
+    step: impl Fn(f32, &W, &A, [f32; 2]) -> f32,
+) {
+    let rows = w.len().checked_div(nb).unwrap_or(0);
+    for r in 0..rows {
+        let row = &w[r * nb..(r + 1) * nb];
+        for t in 0..n_tokens {
+            let ys = act[t * nb..(t + 1) * nb].iter();
+            let sc = &scales[t * nb..(t + 1) * nb];
+            out[r * n_tokens + t] = row
+                .iter()
+                .zip(ys)
+                .zip(sc)
+                .fold(0f32, |acc, ((x, y), &s)| step(acc, x, y, s));
+        }
+    }
+}
+
 /// The definition of the fast Q8_0 x Q8_0 product (activations through [`q8_0_offset`]): per
 /// block the exact integer sum of `x * y`, then `acc = fma(dx * dy, sum, acc)`.
 pub fn q8_0_q8_0_rows_scalar(
@@ -92,24 +115,14 @@ pub fn q8_0_q8_0_rows_scalar(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let rows = w.len().checked_div(nb).unwrap_or(0);
-    for r in 0..rows {
-        let row = &w[r * nb..(r + 1) * nb];
-        for t in 0..n_tokens {
-            let ys = &act[t * nb..(t + 1) * nb];
-            let sc = &scales[t * nb..(t + 1) * nb];
-            let mut acc = 0f32;
-            for ((x, y), &[dy, _]) in row.iter().zip(ys).zip(sc) {
-                let sum: i32 =
-                    x.qs.iter()
-                        .zip(&y.qs)
-                        .map(|(&a, &b)| i32::from(a) * i32::from((b as u8 ^ 0x80) as i8))
-                        .sum();
-                acc = (x.d.to_f32() * dy).mul_add(sum as f32, acc);
-            }
-            out[r * n_tokens + t] = acc;
-        }
-    }
+    rows_scalar((w, nb, act, scales), n_tokens, out, |acc, x, y, [dy, _]| {
+        let sum: i32 =
+            x.qs.iter()
+                .zip(&y.qs)
+                .map(|(&a, &b)| i32::from(a) * i32::from((b as u8 ^ 0x80) as i8))
+                .sum();
+        (x.d.to_f32() * dy).mul_add(sum as f32, acc)
+    });
 }
 
 /// The definition of the fast Q4_1 x Q8_1 product (any number of rows): per block the exact
@@ -122,25 +135,20 @@ pub fn q4_1_q8_1_rows_scalar(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    let rows = w.len().checked_div(nb).unwrap_or(0);
-    for r in 0..rows {
-        let row = &w[r * nb..(r + 1) * nb];
-        for t in 0..n_tokens {
-            let ys = &act[t * nb..(t + 1) * nb];
-            let sc = &scales[t * nb..(t + 1) * nb];
-            let mut acc = 0f32;
-            for ((x, y), &[dy, sy]) in row.iter().zip(ys).zip(sc) {
-                let mut sum = 0i32;
-                for j in 0..16 {
-                    sum += i32::from(x.qs[j] & 0x0F) * i32::from(y.qs[j]);
-                    sum += i32::from(x.qs[j] >> 4) * i32::from(y.qs[j + 16]);
-                }
-                acc = (x.d.to_f32() * dy).mul_add(sum as f32, acc);
-                acc = x.m.to_f32().mul_add(sy, acc);
+    rows_scalar(
+        (w, nb, act, scales),
+        n_tokens,
+        out,
+        |acc, x, y, [dy, sy]| {
+            let mut sum = 0i32;
+            for j in 0..16 {
+                sum += i32::from(x.qs[j] & 0x0F) * i32::from(y.qs[j]);
+                sum += i32::from(x.qs[j] >> 4) * i32::from(y.qs[j + 16]);
             }
-            out[r * n_tokens + t] = acc;
-        }
-    }
+            let acc = (x.d.to_f32() * dy).mul_add(sum as f32, acc);
+            x.m.to_f32().mul_add(sy, acc)
+        },
+    );
 }
 
 #[cfg(test)]
@@ -163,46 +171,36 @@ mod tests {
         v
     }
 
-    /// The SIMD kernel gives the scalar twin's bits, for quantized and raw (any bit pattern but
-    /// non-finite scales) data, across chunk boundaries and every token-group size.
-    #[test]
-    fn simd_rows_match_the_scalar_twin() {
-        let Some(f) = crate::dispatch::kernels().q4_1_q8_1_r16 else {
-            eprintln!("no sixteen-row kernel on this CPU; nothing to compare");
-            return;
-        };
-        let mut seed = 11u64;
+    /// `f.simd` gives `f.scalar`'s bits, for quantized data and raw bytes (`fix` then sets
+    /// finite scales), across 1-70 blocks and token counts around the pass size.
+    fn check_twin<W: GgmlBlock, A: GgmlBlock>(
+        f: FastRows<W, A>,
+        mut seed: u64,
+        fix: impl Fn(&mut [W], &mut [A], &mut u64),
+    ) {
         for nb in [1usize, 3, 32, 33, 70] {
             for n_tokens in [1usize, 2, 3, 4, 5, 8, 9, 17] {
                 for raw in [false, true] {
-                    let (w, act) = if raw {
-                        let mut w: Vec<BlockQ4_1> = random_bytes(R16 * nb, &mut seed);
-                        let mut a: Vec<BlockQ8_1> = random_bytes(n_tokens * nb, &mut seed);
-                        for b in &mut w {
-                            b.d = half::f16::from_f32(lcg(&mut seed) * 0.01);
-                            b.m = half::f16::from_f32(lcg(&mut seed) * 0.02);
-                        }
-                        for b in &mut a {
-                            b.d = half::f16::from_f32(lcg(&mut seed) * 0.05);
-                            b.s = half::f16::from_f32(lcg(&mut seed) * 3.0);
-                        }
+                    let (w, mut act) = if raw {
+                        let mut w: Vec<W> = random_bytes(R16 * nb, &mut seed);
+                        let mut a: Vec<A> = random_bytes(n_tokens * nb, &mut seed);
+                        fix(&mut w, &mut a, &mut seed);
                         (w, a)
                     } else {
                         let wf: Vec<f32> = (0..R16 * nb * 32).map(|_| lcg(&mut seed)).collect();
-                        let mut w = vec![BlockQ4_1::zeroed(); R16 * nb];
-                        BlockQ4_1::quantize(&wf, &mut w);
+                        let mut w = vec![W::zeroed(); R16 * nb];
+                        W::quantize(&wf, &mut w);
                         let xf: Vec<f32> =
                             (0..n_tokens * nb * 32).map(|_| lcg(&mut seed)).collect();
-                        let mut a = vec![BlockQ8_1::zeroed(); n_tokens * nb];
-                        BlockQ8_1::quantize_activation_scalar(&xf, &mut a);
+                        let mut a = vec![A::zeroed(); n_tokens * nb];
+                        A::quantize_activation_scalar(&xf, &mut a);
                         (w, a)
                     };
-                    let mut act = act;
-                    let sc = q8_1_scales(&mut act);
+                    let sc = (f.prepare)(&mut act);
                     let mut want = vec![0f32; R16 * n_tokens];
-                    q4_1_q8_1_rows_scalar(&w, nb, &act, &sc, n_tokens, &mut want);
+                    (f.scalar)(&w, nb, &act, &sc, n_tokens, &mut want);
                     let mut got = vec![f32::NAN; R16 * n_tokens];
-                    f(&w, nb, &act, &sc, n_tokens, &mut got);
+                    (f.simd)(&w, nb, &act, &sc, n_tokens, &mut got);
                     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                     assert_eq!(
                         bits(&got),
@@ -214,51 +212,39 @@ mod tests {
         }
     }
 
-    /// The same for the Q8_0 kernel (offset activations, signed weights).
     #[test]
-    fn simd_q8_0_rows_match_the_scalar_twin() {
-        let Some(f) = crate::dispatch::kernels().q8_0_q8_0_r16 else {
+    fn simd_rows_match_the_scalar_twin() {
+        let Some(f) = BlockQ4_1::fast_rows(crate::dispatch::kernels()) else {
             eprintln!("no sixteen-row kernel on this CPU; nothing to compare");
             return;
         };
-        let mut seed = 13u64;
-        for nb in [1usize, 3, 32, 33, 70] {
-            for n_tokens in [1usize, 2, 3, 4, 5, 8, 9, 17] {
-                for raw in [false, true] {
-                    let (w, mut act) = if raw {
-                        let mut w: Vec<BlockQ8_0> = random_bytes(R16 * nb, &mut seed);
-                        let mut a: Vec<BlockQ8_0> = random_bytes(n_tokens * nb, &mut seed);
-                        for b in w.iter_mut().chain(a.iter_mut()) {
-                            b.d = half::f16::from_f32(lcg(&mut seed) * 0.01);
-                            // The extremes too: -128 * -128 sums are the largest.
-                            b.qs[0] = -128;
-                            b.qs[31] = 127;
-                        }
-                        (w, a)
-                    } else {
-                        let wf: Vec<f32> = (0..R16 * nb * 32).map(|_| lcg(&mut seed)).collect();
-                        let mut w = vec![BlockQ8_0::zeroed(); R16 * nb];
-                        BlockQ8_0::quantize(&wf, &mut w);
-                        let xf: Vec<f32> =
-                            (0..n_tokens * nb * 32).map(|_| lcg(&mut seed)).collect();
-                        let mut a = vec![BlockQ8_0::zeroed(); n_tokens * nb];
-                        BlockQ8_0::quantize_activation_scalar(&xf, &mut a);
-                        (w, a)
-                    };
-                    let sc = q8_0_offset(&mut act);
-                    let mut want = vec![0f32; R16 * n_tokens];
-                    q8_0_q8_0_rows_scalar(&w, nb, &act, &sc, n_tokens, &mut want);
-                    let mut got = vec![f32::NAN; R16 * n_tokens];
-                    f(&w, nb, &act, &sc, n_tokens, &mut got);
-                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                    assert_eq!(
-                        bits(&got),
-                        bits(&want),
-                        "nb {nb}, {n_tokens} tokens, raw {raw}"
-                    );
-                }
+        check_twin(f, 11, |w, a, seed| {
+            for b in w {
+                b.d = half::f16::from_f32(lcg(seed) * 0.01);
+                b.m = half::f16::from_f32(lcg(seed) * 0.02);
             }
-        }
+            for b in a {
+                b.d = half::f16::from_f32(lcg(seed) * 0.05);
+                b.s = half::f16::from_f32(lcg(seed) * 3.0);
+            }
+        });
+    }
+
+    /// The Q8_0 kernel: offset activations, signed weights, the extreme quants too.
+    #[test]
+    fn simd_q8_0_rows_match_the_scalar_twin() {
+        let Some(f) = BlockQ8_0::fast_rows(crate::dispatch::kernels()) else {
+            eprintln!("no sixteen-row kernel on this CPU; nothing to compare");
+            return;
+        };
+        check_twin(f, 13, |w, a, seed| {
+            for b in w.iter_mut().chain(a.iter_mut()) {
+                b.d = half::f16::from_f32(lcg(seed) * 0.01);
+                // -128 * -128 sums are the largest.
+                b.qs[0] = -128;
+                b.qs[31] = 127;
+            }
+        });
     }
 
     /// Close to the exact arithmetic (the float steps differ only in rounding).

@@ -593,9 +593,14 @@ async fn disconnect_cancels_generation() {
         )
         .await
     });
+    // Started: its slot was reset for it (the first request's sequence may still count as active
+    // for a moment after its response, so `active == 1` alone can be the wrong one).
+    let fake = f.loader.stats.clone();
     eventually("the second sequence to start", || {
-        let s = stats.clone();
-        async move { s.active.load(Ordering::SeqCst) == 1 }
+        let (s, fake) = (stats.clone(), fake.clone());
+        async move {
+            s.active.load(Ordering::SeqCst) == 1 && fake.resets.load(Ordering::SeqCst) == 2
+        }
     })
     .await;
     t.abort();

@@ -92,6 +92,7 @@ mod q4_1_r16;
 mod q4_1_rows;
 mod q8_0_r16;
 mod q8_0_rows;
+mod r16;
 
 /// The VBMI Q4_K/Q6_K kernels of [`kquant`]; like [`vbmi`], only reachable through `TABLE_VBMI`.
 mod kquant_entry {

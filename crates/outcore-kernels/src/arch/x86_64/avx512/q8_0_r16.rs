@@ -8,17 +8,10 @@
 
 use std::arch::x86_64::*;
 
+use super::r16::{by_tokens, row_offsets, run, transpose, Pass, TOKENS};
 use crate::arch::x86_64::avx2::PREFETCH_ROWS_AHEAD;
 use crate::quant::BlockQ8_0;
 use crate::rows16::R16;
-
-/// Tokens per pass over the rows (one zmm accumulator each).
-const TOKENS: usize = 16;
-
-/// The lane of row `r` after the transposition: row `4j + l` ends in lane `4l + j`.
-const fn lane(r: usize) -> usize {
-    (r % 4) * 4 + r / 4
-}
 
 /// `out[r * n_tokens + t]` for the sixteen rows of `w` (`nb` blocks each) and `n_tokens`
 /// activation rows prepared by `rows16::q8_0_offset`, with the bits of
@@ -35,77 +28,11 @@ pub(super) unsafe fn q8_0_r16(
     n_tokens: usize,
     out: &mut [f32],
 ) {
-    assert!(
-        w.len() >= R16 * nb
-            && act.len() >= n_tokens * nb
-            && scales.len() >= n_tokens * nb
-            && out.len() >= R16 * n_tokens
-            && R16 * nb * size_of::<BlockQ8_0>() <= i32::MAX as usize,
-        "q8_0_r16: slices shorter than 16 rows x {nb} blocks x {n_tokens} tokens"
-    );
-    let mut t0 = 0;
-    while t0 < n_tokens {
-        let nt = (n_tokens - t0).min(TOKENS);
-        let p = Pass {
-            w,
-            nb,
-            act,
-            scales,
-            t0,
-        };
-        // SAFETY: same features as this function; `p`'s slices were checked above.
-        let acc = unsafe {
-            match nt {
-                1 => pass::<1>(&p),
-                2 => pass::<2>(&p),
-                3 => pass::<3>(&p),
-                4 => pass::<4>(&p),
-                5 => pass::<5>(&p),
-                6 => pass::<6>(&p),
-                7 => pass::<7>(&p),
-                8 => pass::<8>(&p),
-                9 => pass::<9>(&p),
-                10 => pass::<10>(&p),
-                11 => pass::<11>(&p),
-                12 => pass::<12>(&p),
-                13 => pass::<13>(&p),
-                14 => pass::<14>(&p),
-                15 => pass::<15>(&p),
-                _ => pass::<16>(&p),
-            }
-        };
-        for (t, a) in acc.iter().take(nt).enumerate() {
-            for r in 0..R16 {
-                out[r * n_tokens + t0 + t] = a[lane(r)];
-            }
-        }
-        t0 += nt;
-    }
-}
-
-/// The rows and the tokens `t0..t0 + T` of one pass.
-struct Pass<'a> {
-    w: &'a [BlockQ8_0],
-    nb: usize,
-    act: &'a [BlockQ8_0],
-    scales: &'a [[f32; 2]],
-    t0: usize,
-}
-
-/// 4x4 transposition of dwords within each 128-bit lane of four zmm.
-#[inline]
-#[target_feature(enable = "avx512f")]
-fn transpose(z: [__m512i; 4]) -> [__m512i; 4] {
-    let t01l = _mm512_unpacklo_epi32(z[0], z[1]);
-    let t01h = _mm512_unpackhi_epi32(z[0], z[1]);
-    let t23l = _mm512_unpacklo_epi32(z[2], z[3]);
-    let t23h = _mm512_unpackhi_epi32(z[2], z[3]);
-    [
-        _mm512_unpacklo_epi64(t01l, t23l),
-        _mm512_unpackhi_epi64(t01l, t23l),
-        _mm512_unpacklo_epi64(t01h, t23h),
-        _mm512_unpackhi_epi64(t01h, t23h),
-    ]
+    let args = (w, nb, act, scales);
+    run("q8_0_r16", args, n_tokens, out, |p, nt| {
+        // SAFETY: same features as this function; `run` checked `p`'s slices.
+        unsafe { by_tokens!(nt, pass, p) }
+    });
 }
 
 /// The accumulators (lane order) of tokens `t0..t0 + T`; entries past `T` are unused.
@@ -114,15 +41,11 @@ fn transpose(z: [__m512i; 4]) -> [__m512i; 4] {
 /// Requires the features of [`q8_0_r16`] and the slice lengths it checks.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn pass<const T: usize>(c: &Pass<'_>) -> [[f32; R16]; TOKENS] {
+unsafe fn pass<const T: usize>(c: &Pass<'_, BlockQ8_0, BlockQ8_0>) -> [[f32; R16]; TOKENS] {
     let nb = c.nb;
     let bs = size_of::<BlockQ8_0>();
     let mut a = [_mm512_setzero_ps(); T];
-    let stride = (nb * bs) as i32;
-    let mut offs = [0i32; R16];
-    for r in 0..R16 {
-        offs[lane(r)] = r as i32 * stride;
-    }
+    let offs = row_offsets(nb * bs);
     // SAFETY: `offs` is 16 readable i32.
     let vindex = unsafe { _mm512_loadu_si512(offs.as_ptr() as *const __m512i) };
     let k128 = _mm512_set1_epi8(-128);
