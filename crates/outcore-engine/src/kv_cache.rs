@@ -64,14 +64,8 @@ impl KvRows {
     pub fn store_column(&mut self, pos: usize, row_len: usize, src: &[f32]) {
         match self {
             KvRows::F16(v) => {
-                // Converted as one row (F16C), then scattered: one value per row of V.
-                let mut buf = [f16::ZERO; 256];
-                for (c, src) in src.chunks(buf.len()).enumerate() {
-                    let h = &mut buf[..src.len()];
-                    (outcore_kernels::kernels().quantize_f16)(src, h);
-                    for (i, x) in h.iter().enumerate() {
-                        v[(c * 256 + i) * row_len + pos] = *x;
-                    }
+                for (i, s) in src.iter().enumerate() {
+                    v[i * row_len + pos] = f16::from_f32(*s);
                 }
             }
             KvRows::F32(v) => {

@@ -136,7 +136,7 @@ fn quantize_activations<B: GgmlBlock>(
 }
 
 /// The fast arithmetic: one task per sixteen weight rows, all tokens in one kernel call (the
-/// kernel passes over each repacked chunk of weights once per eight tokens). Rows past the last
+/// kernel passes over the rows once per sixteen tokens). Rows past the last
 /// group of sixteen take the scalar twin, which has the kernel's bits.
 fn matmul_rows16<B: GgmlBlock>(
     k: &KernelTable,

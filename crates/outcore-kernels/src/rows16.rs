@@ -6,14 +6,14 @@
 //! three float operations per 8-lane vector per (row, token, block), and on two cores it makes a
 //! batch of four tokens compute-bound (the weights stream in a third of the time).
 //!
-//! Here each (row, token) has one f32 accumulator and a block costs two FMAs on it:
-//! `acc = fma(dx * dy, sum, acc)`, then `acc = fma(m, s, acc)`, where `sum` is the block's
-//! exact integer dot product. Sixteen rows share a zmm of accumulators, so a block's float
+//! Here each (row, token) has one f32 accumulator and a block costs one or two FMAs on it:
+//! `acc = fma(dx * dy, sum, acc)`, then for Q4_1 `acc = fma(m, s, acc)`, where `sum` is the
+//! block's exact integer dot product. Sixteen rows share a zmm of accumulators, so a block's float
 //! steps are three vector operations for sixteen rows. The result is the same for a token
 //! whatever else is in the batch (every (row, token) pair runs the same operations in the same
 //! order), so a server's seeded sampling repeats under load; it differs from llama.cpp's (and
 //! `Exact`'s) in the last bits of a product. Only types with a sixteen-row kernel on this CPU
-//! (Q4_1 with AVX-512 VNNI) take this path; the others run their exact kernels, which are
+//! (Q4_1 and Q8_0 with AVX-512 VNNI) take this path; the others run their exact kernels, which are
 //! batch-invariant too (batched kernels give the single kernel's bits).
 
 use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
@@ -29,24 +29,6 @@ pub enum Arith {
     Exact,
     /// One accumulator per (row, token) with the block's exact integer sum; batch-invariant.
     Fast,
-}
-
-impl Arith {
-    /// Parses a flag or config value.
-    pub fn from_name(s: &str) -> Option<Arith> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "exact" => Some(Arith::Exact),
-            "fast" => Some(Arith::Fast),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Arith::Exact => "exact",
-            Arith::Fast => "fast",
-        }
-    }
 }
 
 /// `rows` consecutive weight rows (`nb` blocks each) times `n_tokens` activation rows (`nb`

@@ -182,24 +182,7 @@ pub(crate) unsafe fn attn_values_impl(
     out: &mut [f32],
 ) {
     let n = w16.len();
-    // The rows of V (transposed) are a context length apart: each output reads a line or two
-    // of its own, which no hardware prefetcher sees coming. Ask for the rows a few ahead.
-    const AHEAD: usize = 6;
-    let prefetch_row = |i: usize| {
-        let p = vt.as_ptr().wrapping_add(i * stride) as *const i8;
-        _mm_prefetch::<_MM_HINT_T0>(p);
-        if n > 24 {
-            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
-        }
-    };
-    let rows = out.len();
-    for i in 0..AHEAD.min(rows) {
-        prefetch_row(i);
-    }
     for (i, o) in out.iter_mut().enumerate() {
-        if i + AHEAD < rows {
-            prefetch_row(i + AHEAD);
-        }
         // The row with up to 8 more positions (still this row's) for the tail's full load.
         let start = i * stride;
         let row = &vt[start..(start + (n + 8).min(stride)).min(vt.len())];
